@@ -1,0 +1,160 @@
+"""The ``inout-aug`` command line: list, info, generate, preview, demo."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+import inout_aug
+from inout_aug import registry
+from inout_aug.generate import GenerationError, GenerationJob
+from inout_aug.io import write_png
+from inout_aug.preview import preview_folder
+from inout_aug.surfaces import make_surfaces
+
+# Errors that come from the user's input: shown as one line, without a traceback.
+USER_ERRORS = (OSError, ValueError, TypeError, LookupError, GenerationError)
+
+
+def _one_line_errors(command: Callable) -> Callable:
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise click.ClickException(" ".join(str(message).split())) from None
+
+    return run
+
+
+def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs into a dict; values are Python literals (``0.5``, ``(1, 2)``, ``None``) or strings."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--param")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        params[key.strip()] = value
+    return params
+
+
+def _run(job: GenerationJob) -> None:
+    """Make the job's outstanding outputs with a progress bar on stderr."""
+    label = f"{job.augmenter_name} -> {job.out}"
+    with click.progressbar(job.todo, label=label, file=sys.stderr) as bar:
+        for index in bar:
+            job.make(index)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(inout_aug.__version__, prog_name="inout-aug")
+def cli() -> None:
+    """Make defective training images for industrial surface inspection (In&Out augmentation)."""
+    warnings.showwarning = _show_warning
+
+
+@cli.command("list")
+@click.argument("pattern", default="*")
+@_one_line_errors
+def list_command(pattern: str) -> None:
+    """List registered augmenters (PATTERN is a wildcard such as 'mem*')."""
+    rows = []
+    for entry in registry.entries(pattern):
+        try:
+            summary = entry.summary
+        except LookupError:
+            summary = f"(broken: {entry.error})"
+        rows.append((entry.name, entry.source, summary))
+    if not rows:
+        raise LookupError(f"no augmenter matches {pattern!r}")
+    widths = [max(len(r[i]) for r in rows + [("NAME", "SOURCE", "")]) for i in range(2)]
+    click.echo(f"{'NAME':<{widths[0]}}  {'SOURCE':<{widths[1]}}  DESCRIPTION")
+    for name, source, summary in rows:
+        click.echo(f"{name:<{widths[0]}}  {source:<{widths[1]}}  {summary}")
+
+
+@cli.command()
+@click.argument("name")
+@_one_line_errors
+def info(name: str) -> None:
+    """Show an augmenter's description and parameters (name, type, default)."""
+    cls = registry.get(name)
+    entry = registry.entries(name)[0]
+    click.echo(f"{name}  ({entry.source}, {entry.target})\n")
+    click.echo((inspect.getdoc(cls) or "").strip() + "\n")
+    params = registry.parameters(name)
+    width = max(len(p) for p in params)
+    click.echo("Parameters:")
+    for key, param in params.items():
+        kind = param.annotation if param.annotation is not inspect.Parameter.empty else "any"
+        default = "(required)" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
+        click.echo(f"  {key:<{width}}  {kind}  {default}")
+
+
+@cli.command()
+@click.option("--augmenter", "-a", required=True, help="Registered augmenter name (see `inout-aug list`).")
+@click.option("--input", "-i", "input_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of normal (defect-free) images, searched recursively.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Output folder: images/, masks/, manifest.jsonl, run.json.")
+@click.option("-n", "--num", "n", type=int, default=None, help="Number of outputs [default: one per input image].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole run.")
+@click.option("--param", "-p", "param_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Augmenter parameter, repeatable (see `inout-aug info NAME`).")
+@_one_line_errors
+def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: int,
+             param_pairs: tuple[str, ...]) -> None:
+    """Write defective images, masks and a manifest made from a folder of normal images.
+
+    An interrupted run resumes where it stopped when run again with the same options.
+    """
+    job = GenerationJob(augmenter, input_dir, out, n=n, seed=seed, params=parse_params(param_pairs))
+    _run(job)
+    click.echo(f"{len(job.done)} outputs in {out} ({len(job.todo)} made now)")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="PNG to write [default: FOLDER/preview.png].")
+@click.option("--limit", default=16, show_default=True, help="Number of images shown.")
+@click.option("--columns", default=4, show_default=True, help="Image pairs per row.")
+@_one_line_errors
+def preview(folder: Path, out: Path | None, limit: int, columns: int) -> None:
+    """Write a PNG contact sheet of generated images beside their masks overlaid in red."""
+    written = preview_folder(folder, out or folder / "preview.png", limit=limit, columns=columns)
+    click.echo(f"wrote {written}")
+
+
+@cli.command()
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("inout-aug-demo"), show_default=True)
+@click.option("-n", "--num", "n", default=16, show_default=True, help="Number of defective images.")
+@click.option("--augmenter", "-a", default="memseg", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_one_line_errors
+def demo(out: Path, n: int, augmenter: str, seed: int) -> None:
+    """Built-in demo: make procedural metal surfaces, turn them into defective images, write a preview."""
+    normal = out / "normal"
+    for i, surface in enumerate(make_surfaces(n, seed=seed)):
+        write_png(surface, normal / f"surface_{i:03d}.png")
+    job = GenerationJob(augmenter, normal, out, n=n, seed=seed)
+    _run(job)
+    sheet = preview_folder(out, out / "preview.png", limit=n)
+    click.echo(f"normal images: {normal}\ndefects: {out / 'images'}, masks: {out / 'masks'}, "
+               f"manifest: {out / 'manifest.jsonl'}\npreview: {sheet}")

@@ -1,0 +1,159 @@
+"""The Augmenter base class: one interface for every way of making a defect."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import get_worker_info
+from torchvision.transforms.v2 import Transform
+
+from inout_aug.sample import check_image, check_mask, parse
+
+
+@dataclass
+class Augmented:
+    """What :meth:`Augmenter.augment` returns for a (B, C, H, W) batch.
+
+    ``image`` keeps the input's dtype; ``mask`` is (B, H, W) bool (the defect OR-ed with any input mask);
+    ``defect`` (B,) tells which samples received a defect; ``params`` holds, per sample, the drawn
+    parameters as JSON-ready values (an empty dict for samples left untouched).
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    defect: torch.Tensor
+    params: list[dict[str, Any]] = field(default_factory=list)
+
+
+def mix_seed(*parts: int | str) -> int:
+    """A 63-bit seed derived from ``parts``: the same parts give the same seed on every machine."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class Augmenter(Transform):
+    """Base class of every defect maker: a torchvision.transforms.v2 ``Transform``.
+
+    A call accepts any sample of the DESIGN.md convention (bare image, tuple or dict, single image or
+    (B, C, H, W) batch) and returns the same structure and types: a defective image, the defect's binary
+    ``tv_tensors.Mask`` (OR-ed with an existing mask; added to dict samples that had none) and label 1.
+    Each sample is left untouched with probability ``1 - p``.
+
+    Subclasses implement two methods, as in torchvision v2:
+
+    * ``make_params(image)`` draws per-sample parameters for a float (N, C, H, W) batch, using only
+      ``self.generator``;
+    * ``transform(image, params)`` applies them and returns ``(defective_image, mask)``, the mask (N, H, W) bool.
+
+    The base class guarantees that pixels outside the returned mask are bit-for-bit unchanged and that a
+    sample whose mask is empty is returned untouched with its label unchanged.
+
+    Randomness comes only from ``self.generator`` (``seed=`` or ``generator=``): the same seed gives the
+    same bytes. Inside a DataLoader worker the generator is re-seeded from the worker's seed, so workers
+    never repeat each other and a fixed DataLoader seed reproduces a whole epoch.
+    """
+
+    #: Registry name; set by :func:`inout_aug.registry.register` or an entry point.
+    name: str = ""
+
+    def __init__(self, p: float = 1.0, seed: int | None = None, generator: torch.Generator | None = None):
+        super().__init__()
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {p}")
+        if seed is not None and generator is not None:
+            raise ValueError("give either seed or generator, not both")
+        if generator is None:
+            generator = torch.Generator()
+            if seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(int(seed))
+        self.p = float(p)
+        self.generator = generator
+        self._base_seed = generator.initial_seed()
+        self._worker_seed: int | None = None
+
+    # -- to implement -------------------------------------------------------------------------------
+    def make_params(self, image: torch.Tensor) -> dict[str, Any]:  # type: ignore[override]
+        """Draw the parameters of one defect per sample of a float (N, C, H, W) batch."""
+        raise NotImplementedError
+
+    def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply ``params`` to a float (N, C, H, W) batch; return (image, (N, H, W) bool mask)."""
+        raise NotImplementedError
+
+    def describe(self, params: dict[str, Any], index: int) -> dict[str, Any]:
+        """JSON-ready parameters of sample ``index``: small per-sample tensors and plain values."""
+        n = next((v.shape[0] for v in params.values() if isinstance(v, torch.Tensor) and v.ndim), None)
+        out: dict[str, Any] = {}
+        for key, value in params.items():
+            if isinstance(value, torch.Tensor):
+                if value.ndim and value.shape[0] == n and value[index].numel() <= 16:
+                    out[key] = value[index].tolist()
+            elif isinstance(value, (bool, int, float, str)):
+                out[key] = value
+        return out
+
+    # -- machinery ----------------------------------------------------------------------------------
+    def reseed(self, seed: int) -> None:
+        """Restart the generator from ``seed`` (used by ``inout-aug generate`` for per-output seeds)."""
+        self.generator.manual_seed(int(seed))
+
+    def _reseed_for_worker(self) -> None:
+        info = get_worker_info()
+        if info is not None and info.seed != self._worker_seed:
+            self._worker_seed = info.seed
+            self.generator.manual_seed(mix_seed(self._base_seed, info.seed))
+
+    def _rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=self.generator, device=self.generator.device).cpu()
+
+    def augment(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> Augmented:
+        """Make defects in a (B, C, H, W) uint8 or [0, 1] float batch, on its device."""
+        check_image(image)
+        old_mask = None if mask is None else check_mask(mask, image)
+        self._reseed_for_worker()
+        b, _, h, w = image.shape
+        chosen = (self._rand(b) < self.p).nonzero().flatten()
+        out_image = image
+        new_mask = torch.zeros((b, h, w), dtype=torch.bool, device=image.device)
+        defect = torch.zeros(b, dtype=torch.bool)
+        params_out: list[dict[str, Any]] = [{} for _ in range(b)]
+        if len(chosen):
+            rows = chosen.to(image.device)
+            work = _to_float(image[rows])
+            params = self.make_params(work)
+            made_image, made_mask = self.transform(work, params)
+            made_mask = made_mask.to(image.device)
+            made = made_mask.flatten(1).any(1).cpu()
+            out_image = image.clone()
+            out_image[rows] = torch.where(made_mask[:, None], _from_float(made_image, image.dtype), image[rows])
+            new_mask[rows] = made_mask
+            defect[chosen] = made
+            for j in made.nonzero().flatten().tolist():
+                params_out[int(chosen[j])] = self.describe(params, j)
+        if old_mask is not None:
+            new_mask = new_mask | old_mask.to(image.device)
+        return Augmented(image=out_image, mask=new_mask, defect=defect, params=params_out)
+
+    def forward(self, *inputs: Any) -> Any:
+        """Augment one sample or batch in any accepted structure and return the same structure."""
+        parsed = parse(inputs if len(inputs) > 1 else inputs[0])
+        result = self.augment(parsed.image, parsed.mask)
+        return parsed.pack(result.image, result.mask, result.defect)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, seed={self._base_seed}"
+
+
+def _to_float(image: torch.Tensor) -> torch.Tensor:
+    return image.float().div_(255) if image.dtype == torch.uint8 else image
+
+
+def _from_float(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype == torch.uint8:
+        return image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    return image.to(dtype)

@@ -1,0 +1,74 @@
+"""Images on disk: find them, read them with clear errors, write them atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+import PIL.Image
+import torch
+from torchvision.transforms.v2 import functional as F
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded."""
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files below ``folder`` (recursively), sorted; a missing or image-less folder raises."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"folder not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FileNotFoundError(
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {root}; point to a folder of normal images"
+        )
+    return files
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """Decode ``path`` into a (C, H, W) uint8 tensor, C = 1 for grey images and 3 otherwise."""
+    try:
+        with PIL.Image.open(path) as img:
+            img.load()
+            if img.mode not in ("L", "RGB"):
+                img = img.convert("L" if img.mode in ("1", "I", "I;16", "F", "LA") else "RGB")
+            return F.pil_to_tensor(img)
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}; replace or remove the file") from exc
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open ``path`` for writing so that it is either complete or absent, never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_png(image: torch.Tensor, path: str | os.PathLike) -> None:
+    """Write a (C, H, W) or (H, W) uint8 tensor as PNG, atomically."""
+    picture = F.to_pil_image(image if image.ndim == 3 else image[None])
+    with atomic_open(path) as handle:
+        picture.save(handle, format="PNG")
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Write a text file atomically."""
+    with atomic_open(path, "w") as handle:
+        handle.write(text)

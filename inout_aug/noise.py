@@ -1,0 +1,126 @@
+"""Batched 2-D Perlin noise in torch: one periodic gradient lattice per sample, on any device.
+
+Perlin noise is a sum over lattice points q of ``w(dy) * w(dx) * (g_q . d)``, with ``d`` the offset from q
+and ``w(t) = 1 - fade(|t|)``. That sum is separable along the axes, so an axis-aligned field is one batched
+matrix product per batch, ``Wy @ G @ Wx^T`` (the per-axis weight matrices are banded: two lattice points
+per row). A rotated field is that axis-aligned field computed on a canvas that covers every rotation of
+the image, then sampled once, bilinearly, along the rotated pixel grid (as the reference rotates its noise
+image bilinearly). The lattice is periodic (indices wrap modulo the cell count), so rotated coordinates
+never fall outside the noise. The canvas has at least ``SAMPLES_PER_CELL`` samples per lattice cell and at
+most one per pixel, so large images with coarse noise cost little.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: Fewest canvas samples per lattice cell of a rotated field (fewer would blur it).
+SAMPLES_PER_CELL = 8
+
+
+def random_gradients(n: int, lattice: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """(n, Ly, Lx, 2) random unit gradient vectors (x, y), drawn on ``generator``'s device."""
+    angle = torch.rand((n, *lattice), generator=generator, device=generator.device).mul_(2 * math.pi)
+    return torch.stack((angle.cos(), angle.sin()), dim=-1)
+
+
+def perlin_noise(
+    size: tuple[int, int],
+    cells: torch.Tensor,
+    gradients: torch.Tensor,
+    rotation: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Perlin noise of shape (N, H, W), float32 in about [-1, 1], on ``gradients``' device.
+
+    ``cells`` (N, 2) integer: lattice cells across the image along (y, x), per sample; ``gradients``
+    (N, Ly, Lx, 2) with Ly, Lx at least the largest cell counts (lattice point (i, j) of sample k uses
+    ``gradients[k, i, j]``; the lattice wraps at ``cells[k]``); ``rotation`` (N,) degrees about the image
+    centre, or None for an exact axis-aligned field at pixel centres.
+    """
+    h, w = size
+    device = gradients.device
+    cells = cells.to(device)
+    lattice_y, lattice_x = (int(v) for v in cells.amax(0))
+    gradients = gradients[:, :lattice_y, :lattice_x].float()
+    if rotation is None:
+        return _field(_centres(h, h, 1, device), _centres(w, w, 1, device), (h, w), cells, gradients)
+    step = max(1, int(min(h / lattice_y, w / lattice_x) / SAMPLES_PER_CELL))
+    count = math.ceil(math.hypot(h, w) / step) + 2
+    # At one sample per pixel, match the parity of each image axis: an unrotated view lands on sample centres.
+    count_y, count_x = (count + (count - h) % 2, count + (count - w) % 2) if step == 1 else (count, count)
+    rows, cols = _centres(count_y, h, step, device), _centres(count_x, w, step, device)
+    canvas = _field(rows, cols, (h, w), cells, gradients)
+    return rotated_view(canvas[:, None], rotation, size, (count_y * step, count_x * step))[:, 0]
+
+
+def rotated_view(
+    canvas: torch.Tensor,
+    degrees: torch.Tensor,
+    size: tuple[int, int],
+    extent: tuple[float, float],
+    padding_mode: str = "border",
+) -> torch.Tensor:
+    """Sample an (N, C, Dy, Dx) canvas along an (H, W) pixel grid turned by ``degrees`` (N,) about its centre.
+
+    The canvas is centred on the image and spans ``extent`` (height, width) in image pixels; with the image
+    itself as canvas (extent (H, W)) this rotates the image. Bilinear, on the canvas' device.
+    """
+    n = len(canvas)
+    h, w = size
+    extent_y, extent_x = extent
+    angle = degrees.to(canvas.device, torch.float32) * (math.pi / 180)
+    cos, sin = angle.cos()[:, None, None], angle.sin()[:, None, None]
+    # grid_sample coordinates (align_corners=False): -1 and 1 are the outer edges of the canvas.
+    x = _centres(w, w, 1, canvas.device).sub_(w / 2) * (2 / extent_x)
+    y = (_centres(h, h, 1, canvas.device).sub_(h / 2) * (2 / extent_y))[:, None]
+    grid = canvas.new_empty((n, h, w, 2))
+    torch.add(cos * x, -sin * (extent_y / extent_x) * y, out=grid[..., 0])
+    torch.add(sin * (extent_x / extent_y) * x, cos * y, out=grid[..., 1])
+    return F.grid_sample(canvas, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+def _field(
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    size: tuple[int, int],
+    cells: torch.Tensor,
+    gradients: torch.Tensor,
+) -> torch.Tensor:
+    """Axis-aligned noise (N, len(rows), len(cols)) at image pixel coordinates ``rows`` x ``cols``."""
+    weight_y, moment_y = _axis_weights(rows, size[0], cells[:, 0], gradients.shape[1])
+    weight_x, moment_x = _axis_weights(cols, size[1], cells[:, 1], gradients.shape[2])
+    left = torch.cat((weight_y @ gradients[..., 0], moment_y @ gradients[..., 1]), dim=2)
+    right = torch.cat((moment_x, weight_x), dim=2)
+    return torch.bmm(left, right.transpose(1, 2)).mul_(math.sqrt(2))
+
+
+def _centres(count: int, length: int, step: int, device: torch.device) -> torch.Tensor:
+    """Coordinates of ``count`` samples ``step`` pixels apart, centred on an image axis ``length`` long."""
+    offsets = torch.arange(count, device=device, dtype=torch.float32).sub_((count - 1) / 2)
+    return offsets.mul_(step).add_(length / 2)
+
+
+def _fade(t: torch.Tensor) -> torch.Tensor:
+    return t * t * t * (t * (t * 6 - 15) + 10)
+
+
+def _axis_weights(
+    coords: torch.Tensor, length: int, cells: torch.Tensor, lattice: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D, lattice) matrices of one axis: each lattice point's fade weight, and weight times offset."""
+    t = coords[None] * (cells[:, None].float() / length)
+    base = t.floor()
+    frac = t - base
+    near = base.long().remainder(cells[:, None])[..., None]
+    far = (near + 1).remainder(cells[:, None, None])
+    w_far = _fade(frac)
+    w_near = 1 - w_far
+    shape = (*t.shape, lattice)
+    weight = t.new_zeros(shape).scatter_add_(2, near, w_near[..., None])
+    weight.scatter_add_(2, far, w_far[..., None])
+    moment = t.new_zeros(shape).scatter_add_(2, near, (w_near * frac)[..., None])
+    moment.scatter_add_(2, far, (w_far * (frac - 1))[..., None])
+    return weight, moment

@@ -1,0 +1,58 @@
+"""Contact sheets: generated images beside the same images with their defect masks overlaid, as one PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torchvision.transforms.v2 import functional as F
+from torchvision.utils import draw_segmentation_masks, make_grid
+
+from inout_aug.generate import read_manifest
+from inout_aug.io import list_images, read_image, write_png
+
+
+def _fit(image: torch.Tensor, tile: int) -> torch.Tensor:
+    """An RGB uint8 image scaled to fit a ``tile`` square, centred on grey."""
+    rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+    h, w = rgb.shape[-2:]
+    scale = tile / max(h, w)
+    size = [max(1, round(h * scale)), max(1, round(w * scale))]
+    small = F.resize(rgb, size, antialias=True)
+    canvas = torch.full((3, tile, tile), 64, dtype=torch.uint8)
+    top, left = (tile - size[0]) // 2, (tile - size[1]) // 2
+    canvas[:, top:top + size[0], left:left + size[1]] = small
+    return canvas
+
+
+def contact_sheet(images: list[torch.Tensor], masks: list[torch.Tensor | None],
+                  tile: int = 160, columns: int = 4) -> torch.Tensor:
+    """A (3, H, W) uint8 sheet: for each image, the image and the image with its mask in red."""
+    with_masks = any(m is not None for m in masks)
+    tiles = []
+    for image, mask in zip(images, masks):
+        shown = _fit(image, tile)
+        tiles.append(shown)
+        if with_masks:
+            fitted = None if mask is None else _fit(mask.to(torch.uint8)[None] * 255, tile)[0] > 127
+            tiles.append(shown if fitted is None else draw_segmentation_masks(shown, fitted, alpha=0.45, colors="red"))
+    return make_grid(tiles, nrow=columns * (2 if with_masks else 1), padding=4, pad_value=255)
+
+
+def preview_folder(folder: str | os.PathLike, out: str | os.PathLike, limit: int = 16,
+                   tile: int = 160, columns: int = 4) -> Path:
+    """Write a contact sheet of a generation folder (manifest or images/ + masks/) or any image folder."""
+    root = Path(folder)
+    records = read_manifest(root)
+    if records:
+        pairs = [(root / r["image"], root / r["mask"]) for _, r in sorted(records.items())]
+    else:
+        images_dir = root / "images" if (root / "images").is_dir() else root
+        pairs = [(p, root / "masks" / p.name) for p in list_images(images_dir)]
+    pairs = pairs[:limit]
+    images = [read_image(image) for image, _ in pairs]
+    masks = [read_image(mask)[0] >= 128 if mask.is_file() else None for _, mask in pairs]
+    out = Path(out)
+    write_png(contact_sheet(images, masks, tile=tile, columns=columns), out)
+    return out

@@ -1,0 +1,185 @@
+"""Find augmenters by name: ``register``, ``list_augmenters``, ``get``, ``create``.
+
+Built-in augmenters and third-party ones are found the same way, through the entry-point group
+``inout_aug.augmenters``; an entry point is imported only when its augmenter is asked for. Classes can
+also be registered at run time with the :func:`register` decorator.
+
+Name clashes are resolved deterministically, with a warning: inout-aug's own augmenters win, then
+entry points in the order of their distribution names, then run-time registrations.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Callable, TypeVar
+
+from inout_aug.augmenter import Augmenter
+
+GROUP = "inout_aug.augmenters"
+OWN_DISTRIBUTION = "inout-aug"
+
+A = TypeVar("A", bound=type)
+
+
+class PluginWarning(RuntimeWarning):
+    """A plugin could not be loaded or clashes with another; everything else keeps working."""
+
+
+@dataclass
+class Entry:
+    """One registered augmenter: where it comes from and, once loaded, its class."""
+
+    name: str
+    source: str
+    target: str
+    entry_point: EntryPoint | None = None
+    cls: type[Augmenter] | None = None
+    error: str | None = field(default=None, repr=False)
+
+    def load(self) -> type[Augmenter]:
+        """Import the augmenter class (once); raise ``LookupError`` if the plugin is broken."""
+        if self.cls is None and self.error is None:
+            try:
+                loaded = self.entry_point.load()  # type: ignore[union-attr]
+                if not (isinstance(loaded, type) and issubclass(loaded, Augmenter)):
+                    raise TypeError(f"{self.target} is not a subclass of inout_aug.Augmenter")
+            except Exception as exc:  # a broken plugin must not break anything else
+                self.error = f"{type(exc).__name__}: {exc}"
+                warnings.warn(
+                    f"inout-aug: augmenter {self.name!r} from distribution {self.source!r} failed to load "
+                    f"({self.error}); fix or uninstall it: pip uninstall {self.source}",
+                    PluginWarning,
+                    stacklevel=3,
+                )
+            else:
+                if not loaded.name:
+                    loaded.name = self.name
+                self.cls = loaded
+        if self.cls is None:
+            raise LookupError(
+                f"augmenter {self.name!r} from distribution {self.source!r} is broken ({self.error}); "
+                f"fix or uninstall it: pip uninstall {self.source}"
+            )
+        return self.cls
+
+    @property
+    def summary(self) -> str:
+        """First line of the class docstring."""
+        doc = inspect.getdoc(self.load()) or ""
+        return doc.splitlines()[0] if doc else ""
+
+
+_entries: dict[str, Entry] | None = None
+_runtime: dict[str, Entry] = {}
+
+
+def _distribution_name(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else "unknown"
+
+
+def _discover() -> dict[str, Entry]:
+    """Read the entry points once (without importing them) and resolve name clashes."""
+    global _entries
+    if _entries is None:
+        found = sorted(
+            ((_distribution_name(ep), ep) for ep in entry_points(group=GROUP)),
+            key=lambda pair: (pair[0] != OWN_DISTRIBUTION, pair[0].lower(), pair[1].name),
+        )
+        entries: dict[str, Entry] = {}
+        for dist, ep in found:
+            if ep.name in entries:
+                kept = entries[ep.name]
+                if kept.target != ep.value:  # the same distribution seen twice on sys.path is no clash
+                    _warn_clash(ep.name, kept, f"{ep.value} from {dist!r}")
+                continue
+            entries[ep.name] = Entry(ep.name, dist, ep.value, entry_point=ep)
+        for name, entry in _runtime.items():
+            if name in entries:
+                _warn_clash(name, entries[name], f"{entry.target} registered at run time")
+            else:
+                entries[name] = entry
+        _entries = entries
+    return _entries
+
+
+def _warn_clash(name: str, kept: Entry, dropped: str) -> None:
+    warnings.warn(
+        f"inout-aug: two augmenters are named {name!r}; keeping {kept.target} from {kept.source!r}, "
+        f"ignoring {dropped}",
+        PluginWarning,
+        stacklevel=4,
+    )
+
+
+def refresh() -> None:
+    """Forget the discovered entry points, e.g. after installing or removing a plugin in this process."""
+    global _entries
+    _entries = None
+
+
+def register(cls: A | None = None, *, name: str | None = None) -> A | Callable[[A], A]:
+    """Class decorator: make an :class:`Augmenter` subclass available by ``name`` (default ``cls.name``)."""
+
+    def wrap(target: A) -> A:
+        if not (isinstance(target, type) and issubclass(target, Augmenter)):
+            raise TypeError(f"register expects an Augmenter subclass, got {target!r}")
+        key = name or target.name
+        if not key:
+            raise ValueError(f"{target.__qualname__} has no name: set the class attribute `name` or pass name=")
+        target_path = f"{target.__module__}:{target.__qualname__}"
+        known = _discover().get(key)
+        if known is not None and known.target != target_path:
+            _warn_clash(key, known, f"{target_path} registered at run time")
+            return target
+        target.name = target.name or key
+        entry = known or Entry(key, target.__module__.split(".")[0], target_path)
+        entry.cls = target
+        _runtime[key] = entry
+        _discover()[key] = entry
+        return target
+
+    return wrap(cls) if cls is not None else wrap
+
+
+def list_augmenters(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered augmenters matching a shell-style ``pattern`` (``*``, ``?``, ``[ab]``)."""
+    return sorted(n for n in _discover() if fnmatch.fnmatchcase(n, pattern))
+
+
+def entries(pattern: str = "*") -> list[Entry]:
+    """Registry entries (name, source distribution, target) matching ``pattern``, sorted by name."""
+    found = _discover()
+    return [found[n] for n in list_augmenters(pattern)]
+
+
+def get(name: str) -> type[Augmenter]:
+    """The augmenter class registered as ``name``."""
+    entry = _discover().get(name)
+    if entry is None:
+        known = ", ".join(list_augmenters()) or "none"
+        raise KeyError(f"unknown augmenter {name!r}; registered: {known} (see `inout-aug list`)")
+    return entry.load()
+
+
+def parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The constructor parameters of augmenter ``name``, by name."""
+    signature = inspect.signature(get(name).__init__)
+    return {key: param for key, param in signature.parameters.items() if key != "self"}
+
+
+def create(name: str, **params: Any) -> Augmenter:
+    """Build augmenter ``name`` with ``params``; an unknown parameter raises ``TypeError`` listing the valid ones."""
+    cls = get(name)
+    accepted = set(parameters(name))
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise TypeError(
+            f"augmenter {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"valid: {', '.join(sorted(accepted))} (see `inout-aug info {name}`)"
+        )
+    return cls(**params)

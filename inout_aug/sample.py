@@ -1,0 +1,192 @@
+"""Sample structures: read an image, mask and label out of whatever a Dataset returns, and put them back.
+
+Accepted samples (see DESIGN.md): a bare image; ``(image, label)``; ``(image, mask)`` with a
+``tv_tensors.Mask``; ``(image, mask, label)``; ``(image, target_dict)``; a dict with an ``"image"`` key.
+Images are PIL images (mode L or RGB), ``tv_tensors.Image`` or plain tensors, CHW or BCHW, uint8 or
+float in [0, 1]. Masks are binary tensors, HxW or 1xHxW (BxHxW or Bx1xHxW for a batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import PIL.Image
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
+
+# A float image may overshoot [0, 1] slightly after interpolation; a 0..255 float image may not.
+_FLOAT_RANGE_SLACK = 0.01
+
+
+@dataclass
+class Parsed:
+    """A sample taken apart: ``image`` is (B, C, H, W), ``mask`` (B, H, W) bool or None."""
+
+    image: torch.Tensor
+    mask: torch.Tensor | None
+    pack: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any]
+
+
+def check_image(image: torch.Tensor) -> None:
+    """Raise a clear error unless ``image`` is a (B, C, H, W) uint8 or [0, 1] float tensor with 1 or 3 channels."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a tensor or PIL image, got {type(image).__name__}")
+    if image.dtype != torch.uint8 and not image.is_floating_point():
+        raise TypeError(
+            f"image dtype {image.dtype} is not supported: use uint8 (0-255) or float (0-1), "
+            "e.g. image.to(torch.uint8) or image.float() / 255"
+        )
+    if image.ndim != 4:
+        raise ValueError(f"image must be CHW or BCHW, got shape {tuple(image.shape)}")
+    if image.shape[1] not in (1, 3):
+        raise ValueError(
+            f"image must have 1 (grey) or 3 (RGB) channels in CHW order, got shape {tuple(image.shape)}; "
+            "a HWC array needs image.permute(2, 0, 1)"
+        )
+    if image.shape[-1] == 0 or image.shape[-2] == 0:
+        raise ValueError(f"image is empty: shape {tuple(image.shape)}")
+    if image.is_floating_point() and image.numel():
+        lo, hi = torch.aminmax(image)
+        if lo < -_FLOAT_RANGE_SLACK or hi > 1 + _FLOAT_RANGE_SLACK:
+            raise ValueError(
+                f"float image values must lie in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}]; "
+                "divide a 0-255 image by 255"
+            )
+
+
+def check_mask(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Validate a mask against a (B, C, H, W) image; return it as (B, H, W) bool."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(
+            f"mask must be a tensor (tv_tensors.Mask), got {type(mask).__name__}; "
+            "convert a PIL mask with torchvision.transforms.v2.functional.pil_to_tensor"
+        )
+    b, _, h, w = image.shape
+    if tuple(mask.shape[-2:]) != (h, w):
+        raise ValueError(
+            f"mask size {tuple(mask.shape[-2:])} does not match image size {(h, w)} (H, W); "
+            "resize the mask with nearest interpolation to the image size"
+        )
+    flat = mask.reshape(-1, h, w)
+    if flat.shape[0] != b:
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} does not fit an image batch of {b}: "
+            "use HxW or 1xHxW per image, BxHxW or Bx1xHxW per batch"
+        )
+    if flat.dtype != torch.bool:
+        if not ((flat == 0) | (flat == 1)).all():
+            raise ValueError(
+                f"mask must be binary (0/1 or bool), got values up to {flat.max().item():g}; "
+                "threshold it first, e.g. mask >= 128 for an 8-bit mask"
+            )
+        flat = flat != 0
+    return flat
+
+
+def _label_out(label: Any, defect: bool) -> Any:
+    """A single label set to 1 where a defect was made, in the type it came in (a missing label is 0)."""
+    if label is None:
+        return int(defect)
+    if not defect:
+        return label
+    if isinstance(label, torch.Tensor):
+        return torch.ones_like(label)
+    return type(label)(1)
+
+
+def _check_label(label: Any) -> None:
+    if label is None or isinstance(label, (bool, int, float)):
+        return
+    if isinstance(label, torch.Tensor) and label.numel() == 1:
+        return
+    raise TypeError(f"label must be an int, bool or one-element tensor, got {label!r}")
+
+
+def _batch_labels_out(labels: Any, defect: torch.Tensor) -> Any:
+    if labels is None:
+        return defect.long()
+    if not isinstance(labels, torch.Tensor) or labels.shape[:1] != defect.shape:
+        raise TypeError(f"labels of a batch of {len(defect)} must be a tensor of shape ({len(defect)},)")
+    out = labels.clone()
+    out[defect.to(labels.device)] = 1
+    return out
+
+
+def _mask_out(new: torch.Tensor, like: torch.Tensor | None, batched: bool) -> tv_tensors.Mask:
+    """The (B, H, W) bool mask in the caller's shape and dtype (uint8, HxW or Bx1xHxW when new)."""
+    if like is None:
+        shape = (new.shape[0], 1, *new.shape[1:]) if batched else new.shape[1:]
+        return tv_tensors.Mask(new.reshape(shape).to(torch.uint8))
+    return tv_tensors.Mask(new.reshape(like.shape).to(like.dtype))
+
+
+def _image_in(image: Any) -> tuple[torch.Tensor, bool, Callable[[torch.Tensor], Any]]:
+    """Return (BCHW tensor, batched, function that turns a BCHW result back into the caller's type)."""
+    if isinstance(image, PIL.Image.Image):
+        if image.mode not in ("L", "RGB"):
+            raise TypeError(f"PIL image mode {image.mode!r} is not supported: use image.convert('RGB') or 'L'")
+        mode = image.mode
+        return F.pil_to_tensor(image)[None], False, lambda out: F.to_pil_image(out[0], mode=mode)
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(
+            f"image must be a torch tensor, tv_tensors.Image or PIL image, got {type(image).__name__}"
+        )
+    if image.ndim not in (3, 4):
+        raise ValueError(
+            f"image must be CHW or BCHW, got shape {tuple(image.shape)}; a grey HxW image needs image[None]"
+        )
+    batched = image.ndim == 4
+    plain = image.as_subclass(torch.Tensor)
+    batch = plain if batched else plain[None]
+
+    def back(out: torch.Tensor) -> Any:
+        out = out if batched else out[0]
+        return tv_tensors.wrap(out, like=image) if isinstance(image, tv_tensors.TVTensor) else out
+
+    return batch, batched, back
+
+
+def parse(sample: Any) -> Parsed:
+    """Take a sample apart into a BCHW image, an optional mask and a function that rebuilds the sample."""
+    if isinstance(sample, dict):
+        if "image" not in sample:
+            raise TypeError(f"a dict sample needs an 'image' key, got keys {sorted(sample)}")
+        return _parse_parts(sample["image"], sample.get("mask"), sample.get("label"), _dict_packer(sample))
+    if isinstance(sample, (tuple, list)):
+        kind = type(sample)
+        if len(sample) == 3:
+            image, mask, label = sample
+            return _parse_parts(image, mask, label, lambda im, m, lb: kind((im, m, lb)))
+        if len(sample) == 2:
+            image, second = sample
+            if isinstance(second, dict):
+                return _parse_parts(image, second.get("mask"), second.get("label"),
+                                    lambda im, m, lb: kind((im, {**second, "mask": m, "label": lb})))
+            if isinstance(second, tv_tensors.Mask):
+                return _parse_parts(image, second, None, lambda im, m, lb: kind((im, m)))
+            return _parse_parts(image, None, second, lambda im, m, lb: kind((im, lb)))
+        raise TypeError(
+            f"a tuple sample must be (image, label), (image, mask), (image, mask, label) or "
+            f"(image, target_dict); got {len(sample)} items"
+        )
+    return _parse_parts(sample, None, None, lambda im, m, lb: im)
+
+
+def _dict_packer(sample: dict) -> Callable:
+    return lambda im, m, lb: {**sample, "image": im, "mask": m, "label": lb}
+
+
+def _parse_parts(image: Any, mask: Any, label: Any, rebuild: Callable) -> Parsed:
+    batch, batched, image_back = _image_in(image)
+    check_image(batch)
+    flat_mask = None if mask is None else check_mask(mask, batch)
+    if not batched:
+        _check_label(label)
+
+    def pack(out_image: torch.Tensor, out_mask: torch.Tensor, defect: torch.Tensor) -> Any:
+        labels = _batch_labels_out(label, defect) if batched else _label_out(label, bool(defect[0]))
+        return rebuild(image_back(out_image), _mask_out(out_mask, mask, batched), labels)
+
+    return Parsed(image=batch, mask=flat_mask, pack=pack)

@@ -1,0 +1,6 @@
+"""Run the plugin's tests from its source tree when the plugin itself is not installed."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

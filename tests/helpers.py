@@ -1,0 +1,84 @@
+"""Test helpers: a toy augmenter with a known, checkable defect, and small images made here."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import torch
+
+from inout_aug import Augmenter
+from inout_aug.registry import GROUP
+
+
+class SquareDefect(Augmenter):
+    """Paints a square of a random grey level at a random place (test augmenter)."""
+
+    name = "test_square"
+
+    def __init__(self, p: float = 1.0, *, size: int = 4, empty: bool = False, seed: int | None = None,
+                 generator: torch.Generator | None = None):
+        super().__init__(p=p, seed=seed, generator=generator)
+        self.size = size
+        self.empty = empty
+
+    def make_params(self, image):
+        n, _, h, w = image.shape
+        g = self.generator
+        return {
+            "top": torch.randint(0, h - self.size + 1, (n,), generator=g),
+            "left": torch.randint(0, w - self.size + 1, (n,), generator=g),
+            "level": torch.rand(n, generator=g),
+        }
+
+    def transform(self, image, params):
+        n, c, h, w = image.shape
+        ys = torch.arange(h, device=image.device).view(1, h, 1)
+        xs = torch.arange(w, device=image.device).view(1, 1, w)
+        top = params["top"].to(image.device).view(n, 1, 1)
+        left = params["left"].to(image.device).view(n, 1, 1)
+        mask = (ys >= top) & (ys < top + self.size) & (xs >= left) & (xs < left + self.size)
+        if self.empty:
+            mask = torch.zeros_like(mask)
+        # Change every pixel: the base class must keep those outside the mask.
+        level = params["level"].to(image.device, image.dtype).view(n, 1, 1, 1)
+        return level.expand_as(image).clone(), mask
+
+
+def gradient_image(c: int = 3, h: int = 32, w: int = 40, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    """A (C, H, W) image whose pixels differ from each other (so any change is visible)."""
+    ramp = torch.arange(c * h * w, dtype=torch.float64).reshape(c, h, w) % 251 / 250
+    return (ramp * 255).round().to(torch.uint8) if dtype == torch.uint8 else ramp.to(dtype)
+
+
+def make_distribution(root: Path, dist: str, module: str, source: str, entries: dict[str, str]) -> None:
+    """A minimal installed distribution (dist-info with entry points) and its module, below ``root``."""
+    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entries.items())
+    (info / "entry_points.txt").write_text(f"[{GROUP}]\n{lines}\n")
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+TOY_MODULE = """
+    import time
+
+    import torch
+    from inout_aug import Augmenter
+
+    class Toy(Augmenter):
+        '''A toy augmenter from a fake plugin.'''
+
+        def __init__(self, p=1.0, *, delay: float = 0.0, seed=None, generator=None):
+            super().__init__(p=p, seed=seed, generator=generator)
+            self.delay = delay
+
+        def make_params(self, image):
+            return {"level": torch.rand(image.shape[0], generator=self.generator)}
+
+        def transform(self, image, params):
+            time.sleep(self.delay)
+            level = params["level"].view(-1, 1, 1, 1).to(image)
+            return level.expand_as(image).clone(), torch.ones(image.shape[0], *image.shape[2:], dtype=torch.bool)
+"""

@@ -1,0 +1,178 @@
+"""The Augmenter base class: sample structures, types, masks, labels, p, seeds, workers, errors."""
+
+from __future__ import annotations
+
+import PIL.Image
+import pytest
+import torch
+from helpers import SquareDefect, gradient_image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+
+def test_bare_tensor_keeps_type_dtype_and_shape():
+    for dtype in (torch.uint8, torch.float32, torch.float64):
+        image = gradient_image(dtype=dtype)
+        out = SquareDefect(seed=0)(image)
+        assert type(out) is torch.Tensor and out.dtype == dtype and out.shape == image.shape
+        assert not torch.equal(out, image)
+
+
+def test_tv_image_and_batch_keep_their_types():
+    image = tv_tensors.Image(gradient_image())
+    out = SquareDefect(seed=0)(image)
+    assert isinstance(out, tv_tensors.Image) and out.shape == image.shape
+    batch = tv_tensors.Image(torch.stack([gradient_image()] * 5))
+    out = SquareDefect(seed=0)(batch)
+    assert isinstance(out, tv_tensors.Image) and out.shape == (5, 3, 32, 40)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_pil_in_pil_out(mode):
+    image = PIL.Image.new(mode, (40, 32), color=0 if mode == "L" else (0, 0, 0))
+    out, mask, label = SquareDefect(seed=1)(image, tv_tensors.Mask(torch.zeros(32, 40, dtype=torch.uint8)), 0)
+    assert isinstance(out, PIL.Image.Image) and out.mode == mode and out.size == (40, 32)
+    assert label == 1 and mask.sum() == 16
+
+
+def test_pixels_outside_the_mask_are_bit_exact():
+    for dtype in (torch.uint8, torch.float32):
+        image = gradient_image(dtype=dtype)
+        sample = SquareDefect(seed=3)({"image": tv_tensors.Image(image), "label": 0})
+        outside = ~sample["mask"].bool()
+        assert torch.equal(sample["image"][:, outside], image[:, outside])
+        assert not torch.equal(sample["image"][:, ~outside], image[:, ~outside])
+
+
+def test_dict_sample_gets_binary_mask_and_label_and_keeps_other_keys():
+    sample = {"image": tv_tensors.Image(gradient_image()), "label": 0, "path": "a.png"}
+    out = SquareDefect(seed=0)(sample)
+    assert out["path"] == "a.png" and out["label"] == 1 and isinstance(out["label"], int)
+    assert isinstance(out["mask"], tv_tensors.Mask) and out["mask"].shape == (32, 40)
+    assert out["mask"].dtype == torch.uint8 and set(out["mask"].unique().tolist()) == {0, 1}
+    assert out["mask"].sum() == 16
+    assert sample["label"] == 0 and "mask" not in sample, "the input sample must not be mutated"
+
+
+def test_existing_mask_is_ored_and_keeps_its_dtype_and_shape():
+    old = torch.zeros(1, 32, 40, dtype=torch.bool)
+    old[0, 0, 0] = True
+    image, mask, label = SquareDefect(seed=0)(gradient_image(), tv_tensors.Mask(old), torch.tensor(0))
+    assert mask.dtype == torch.bool and mask.shape == (1, 32, 40)
+    assert mask[0, 0, 0] and mask.sum() in (16, 17)
+    assert isinstance(label, torch.Tensor) and label.item() == 1
+
+
+def test_tuple_structures():
+    image = gradient_image()
+    out_image, label = SquareDefect(seed=0)((image, 0))
+    assert label == 1 and out_image.shape == image.shape
+    out_image, target = SquareDefect(seed=0)((image, {"label": False, "boxes": "kept"}))
+    assert target["label"] is True and target["boxes"] == "kept" and target["mask"].sum() == 16
+    out_image, mask = SquareDefect(seed=0)(image, tv_tensors.Mask(torch.zeros(32, 40, dtype=torch.uint8)))
+    assert mask.sum() == 16
+    as_list = SquareDefect(seed=0)([image, 0])
+    assert isinstance(as_list, list) and as_list[1] == 1
+
+
+def test_batch_has_per_sample_parameters_and_label_tensor():
+    batch = torch.stack([gradient_image()] * 8)
+    out = SquareDefect(seed=0)({"image": batch, "label": torch.zeros(8, dtype=torch.long)})
+    assert out["mask"].shape == (8, 1, 32, 40) and out["label"].tolist() == [1] * 8
+    positions = {tuple(m[0].nonzero()[0].tolist()) for m in out["mask"]}
+    assert len(positions) > 1, "every batch element must draw its own parameters"
+
+
+def test_p_zero_returns_input_and_p_half_is_about_half():
+    image = gradient_image()
+    out = SquareDefect(p=0.0, seed=0)({"image": image, "label": 0})
+    assert torch.equal(out["image"], image) and out["label"] == 0 and out["mask"].sum() == 0
+    result = SquareDefect(p=0.5, seed=0).augment(torch.stack([image] * 400))
+    assert 160 < int(result.defect.sum()) < 240
+    untouched = ~result.defect
+    assert torch.equal(result.image[untouched], torch.stack([image] * int(untouched.sum())))
+
+
+def test_empty_defect_mask_leaves_sample_untouched():
+    image = gradient_image()
+    out = SquareDefect(seed=0, empty=True)({"image": image, "label": 0})
+    assert torch.equal(out["image"], image) and out["label"] == 0 and out["mask"].sum() == 0
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes():
+    image = gradient_image()
+    a = [SquareDefect(seed=5)(image) for _ in range(2)]
+    assert torch.equal(a[0], a[1])
+    gen = torch.Generator().manual_seed(5)
+    assert torch.equal(SquareDefect(generator=gen)(image), a[0])
+    assert not torch.equal(SquareDefect(seed=6)(image), a[0])
+
+
+def test_augment_reports_params_per_sample():
+    result = SquareDefect(seed=0, p=0.5).augment(torch.stack([gradient_image()] * 6))
+    for made, params in zip(result.defect.tolist(), result.params):
+        assert (set(params) == {"top", "left", "level"}) == made
+        if made:
+            assert 0 <= params["level"] <= 1 and isinstance(params["top"], int)
+
+
+def test_composes_with_geometric_transform_moving_the_mask():
+    image = tv_tensors.Image(gradient_image())
+    plain = SquareDefect(seed=7)({"image": image, "label": 0})
+    flipped = v2.Compose([SquareDefect(seed=7), v2.RandomHorizontalFlip(p=1.0)])({"image": image, "label": 0})
+    assert torch.equal(flipped["mask"], plain["mask"].flip(-1))
+    assert torch.equal(flipped["image"], plain["image"].flip(-1))
+    assert flipped["label"] == 1
+
+
+class _Normals(Dataset):
+    def __init__(self, augmenter):
+        self.augmenter = augmenter
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return self.augmenter({"image": tv_tensors.Image(gradient_image()), "label": 0})
+
+
+def _epoch(dataset, seed):
+    loader = DataLoader(dataset, batch_size=None, num_workers=2, generator=torch.Generator().manual_seed(seed))
+    return [tuple(s["mask"].nonzero()[0].tolist()) + (round(float(s["image"][0, 0, 0]), 4),) for s in loader]
+
+
+def test_dataloader_workers_differ_and_a_seed_reproduces_the_epoch():
+    dataset = _Normals(SquareDefect(seed=0))
+    first = _epoch(dataset, seed=1)
+    assert len(set(first)) == len(first), "two workers (or two samples) repeated a defect"
+    assert _epoch(dataset, seed=1) == first
+    assert _epoch(dataset, seed=2) != first
+
+
+@pytest.mark.parametrize(
+    ("sample", "error", "text"),
+    [
+        (gradient_image().int(), TypeError, "dtype torch.int32 is not supported"),
+        (torch.zeros(32, 40, dtype=torch.uint8), ValueError, "must be CHW or BCHW"),
+        (torch.zeros(32, 40, 3, dtype=torch.uint8), ValueError, "1 (grey) or 3 (RGB) channels"),
+        (gradient_image(dtype=torch.float32) * 255, ValueError, "must lie in [0, 1]"),
+        ((gradient_image(), tv_tensors.Mask(torch.zeros(30, 40)), 0), ValueError, "does not match image size"),
+        ((gradient_image(), torch.full((32, 40), 255, dtype=torch.uint8), 0), ValueError, "must be binary"),
+        ({"img": gradient_image()}, TypeError, "needs an 'image' key"),
+        ((gradient_image(), 0, 0, 0), TypeError, "got 4 items"),
+        (PIL.Image.new("RGBA", (4, 4)), TypeError, "mode 'RGBA' is not supported"),
+        ("not an image", TypeError, "got str"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(sample, error, text):
+    with pytest.raises(error) as info:
+        SquareDefect(seed=0)(sample)
+    assert text in str(info.value)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="p must be a probability"):
+        SquareDefect(p=1.5)
+    with pytest.raises(ValueError, match="either seed or generator"):
+        SquareDefect(seed=1, generator=torch.Generator())

@@ -1,0 +1,208 @@
+"""The ``inout-aug`` command line: list, info, generate (resume, atomic outputs, errors), preview, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from helpers import TOY_MODULE, gradient_image, make_distribution
+
+import inout_aug
+from inout_aug import registry
+from inout_aug.io import read_image, write_png
+from inout_aug_cli.main import cli
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture
+def normals(tmp_path) -> Path:
+    folder = tmp_path / "normal"
+    for i in range(5):
+        write_png(gradient_image(h=48 + 8 * i, w=64).roll(i * 7, -1), folder / f"n{i}.png")
+    write_png(gradient_image(c=1, h=40, w=40), folder / "sub" / "grey.png")
+    return folder
+
+
+@pytest.fixture
+def toy_site(tmp_path, monkeypatch):
+    """A fake installed plugin with a slow toy augmenter, importable here and in subprocesses."""
+    site = tmp_path / "site"
+    make_distribution(site, "fake-toy", "fake_toy", TOY_MODULE, {"toy": "fake_toy:Toy"})
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    registry.refresh()
+    yield site
+    sys.modules.pop("fake_toy", None)
+    registry.refresh()
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and inout_aug.__version__ in result.output
+
+
+def test_list_shows_name_source_and_description():
+    result = run("list")
+    assert result.exit_code == 0
+    header, *rows = result.output.splitlines()
+    assert header.split() == ["NAME", "SOURCE", "DESCRIPTION"]
+    memseg = next(r for r in rows if r.startswith("memseg "))
+    assert memseg.split()[1] == "inout-aug" and len(memseg.split()) > 3
+    assert run("list", "mem*").output.count("\n") == 2
+    assert run("list", "zzz*").exit_code != 0
+
+
+def test_info_shows_parameters_defaults_and_types():
+    result = run("info", "memseg")
+    assert result.exit_code == 0, result.output
+    assert "inout_aug.memseg:MemSegRegion" in result.output
+    assert "Parameters:" in result.output
+    line = next(r for r in result.output.splitlines() if r.strip().startswith("p "))
+    assert "float" in line and "default 1.0" in line
+
+
+def test_generate_writes_images_masks_and_manifest(normals, tmp_path):
+    out = tmp_path / "out"
+    result = run("generate", "--augmenter", "memseg", "--input", str(normals), "--out", str(out), "-n", "8",
+                 "--seed", "3", "--param", "delta_range=(0.5, 1.0)")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(8))
+    assert len(list((out / "images").iterdir())) == 8 and len(list((out / "masks").iterdir())) == 8
+    for record in records:
+        assert record["augmenter"] == "memseg" and record["params"]["delta_range"] == [0.5, 1.0]
+        assert isinstance(record["seed"], int) and Path(record["source"]).is_file()
+        image, mask, source = (read_image(out / record["image"]), read_image(out / record["mask"])[0],
+                               read_image(record["source"]))
+        assert image.shape == source.shape and mask.shape == image.shape[1:]
+        assert set(mask.unique().tolist()) <= {0, 255} and (mask == 255).any()
+        outside = mask == 0
+        assert torch.equal(image[:, outside], source[:, outside])
+    assert len({r["seed"] for r in records}) == 8
+
+
+def test_generate_is_reproducible_and_resumes_byte_identical(normals, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(full), "-n", "6").exit_code == 0
+    part = tmp_path / "part"
+    import inout_aug.generate as generation
+
+    calls = {"n": 0}
+    real_write = generation.write_png
+
+    def crash_on_seventh(*args):
+        calls["n"] += 1
+        if calls["n"] == 7:  # after three complete outputs, between an image and its mask
+            raise KeyboardInterrupt
+        real_write(*args)
+
+    monkeypatch.setattr(generation, "write_png", crash_on_seventh)
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(part), "-n", "6").exit_code != 0
+    assert len((part / "manifest.jsonl").read_text().splitlines()) == 3
+    monkeypatch.setattr(generation, "write_png", real_write)
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(part), "-n", "6")
+    assert result.exit_code == 0 and "3 made now" in result.output
+    for folder in ("images", "masks"):
+        names = sorted(p.name for p in (part / folder).iterdir())
+        assert names == sorted(p.name for p in (full / folder).iterdir())
+        for name in names:
+            assert (part / folder / name).read_bytes() == (full / folder / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_killed_generation_resumes_to_exactly_n_valid_outputs(normals, tmp_path, toy_site):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "inout_aug_cli", "generate", "-a", "toy", "-i", str(normals), "-o", str(out),
+               "-n", "30", "--param", "delay=0.05"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (manifest.exists() and len(manifest.read_text().splitlines()) >= 5):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(manifest.read_text().splitlines()) < 30, "the run finished before it could be killed"
+    subprocess.run(command, check=True, capture_output=True)
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert sorted(r["index"] for r in records) == list(range(30))
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:06d}.png" for i in range(30)]
+    for record in records:
+        assert read_image(out / record["image"]).shape[0] in (1, 3)
+        assert (read_image(out / record["mask"]) == 255).all()
+
+
+def test_generate_refuses_a_folder_of_another_run(normals, tmp_path):
+    out = tmp_path / "out"
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "1").exit_code == 0
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "1", "--seed", "9")
+    assert result.exit_code != 0 and "holds a run with other settings" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["-a", "memseg", "-i", "{tmp}/missing"], "folder not found"),
+        (["-a", "memseg", "-i", "{tmp}/empty"], "no images"),
+        (["-a", "memseg", "-i", "{tmp}/corrupt"], "cannot read image"),
+        (["-a", "nope", "-i", "{normals}"], "unknown augmenter 'nope'"),
+        (["-a", "memseg", "-i", "{normals}", "--param", "bogus=1"], "has no parameter 'bogus'"),
+        (["-a", "memseg", "-i", "{normals}", "--param", "novalue"], "expected key=value"),
+        (["-a", "memseg", "-i", "{normals}", "--param", "p=2"], "p must be a probability"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(args, text, normals, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    args = [a.format(tmp=tmp_path, normals=normals) for a in args]
+    process = subprocess.run([sys.executable, "-m", "inout_aug_cli", "generate", *args, "-o", str(tmp_path / "o")],
+                             capture_output=True, text=True)
+    assert process.returncode != 0
+    assert "Traceback" not in process.stderr
+    error_lines = [line for line in process.stderr.splitlines() if line.startswith("Error")]
+    assert len(error_lines) == 1 and text in error_lines[0], process.stderr
+    if "corrupt" in args[-1]:
+        assert "bad.png" in error_lines[0]
+
+
+def test_preview_writes_a_contact_sheet(normals, tmp_path):
+    out = tmp_path / "out"
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "5").exit_code == 0
+    result = run("preview", str(out), "--columns", "2")
+    assert result.exit_code == 0, result.output
+    sheet = read_image(out / "preview.png")
+    # 5 images + 5 overlays, 4 tiles of 160 px per row: 3 rows, 4 columns (4 px padding).
+    assert sheet.shape == (3, 3 * 164 + 4, 4 * 164 + 4)
+    assert (sheet[0] > sheet[1] + 60).any(), "the masks are overlaid in red"
+
+
+def test_demo_runs_on_the_embedded_default(tmp_path):
+    out = tmp_path / "demo"
+    result = run("demo", "--out", str(out), "-n", "4")
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "normal").glob("*.png"))) == 4
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 4
+    assert (out / "preview.png").is_file() and "preview:" in result.output
+
+
+def test_generate_on_real_magnetic_tiles(magnetic_tile, tmp_path):
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for path in sorted((magnetic_tile / "MT_Free" / "Imgs").glob("*.jpg"))[:4]:
+        (normal / path.name).symlink_to(path)
+    out = tmp_path / "out"
+    assert run("generate", "-a", "memseg", "-i", str(normal), "-o", str(out), "-n", "4").exit_code == 0
+    for record in map(json.loads, (out / "manifest.jsonl").read_text().splitlines()):
+        image, source = read_image(out / record["image"]), read_image(record["source"])
+        assert image.shape == source.shape and image.shape[0] == 1

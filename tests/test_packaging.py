@@ -1,0 +1,38 @@
+"""Packaging: every package is shipped, no top-level `cli` or `plugins`, dependencies are ranges."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_subpackage_is_listed():
+    listed = set(PROJECT["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "inout_aug").rglob("__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
+
+
+def test_no_top_level_cli_or_plugins_package(tmp_path):
+    probe = "import importlib.util as u; print([n for n in ('cli', 'plugins') if u.find_spec(n)])"
+    found = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
+    assert "cli" not in PROJECT["tool"]["setuptools"]["packages"]
+
+
+def test_dependencies_are_version_ranges():
+    for requirement in PROJECT["project"]["dependencies"]:
+        assert re.search(r">=|~=", requirement) and "==" not in requirement, requirement
+
+
+def test_builtins_are_entry_points():
+    declared = PROJECT["project"]["entry-points"]["inout_aug.augmenters"]
+    assert declared["memseg"] == "inout_aug.memseg:MemSegRegion"

@@ -1,0 +1,105 @@
+"""The registry: entry points (lazy), run-time registration, wildcards, broken plugins, name clashes."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pytest
+from helpers import TOY_MODULE, SquareDefect, make_distribution
+
+import inout_aug
+from inout_aug import registry
+from inout_aug.registry import PluginWarning
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A folder on sys.path for fake distributions; the registry is re-read before and after."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.refresh()
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("fake_")]:
+        del sys.modules[name]
+    registry._runtime.clear()
+    registry.refresh()
+
+
+def test_builtin_is_declared_as_an_entry_point():
+    entry = registry.entries("memseg")[0]
+    assert entry.source == "inout-aug" and entry.target == "inout_aug.memseg:MemSegRegion"
+    assert registry.get("memseg").name == "memseg"
+
+
+def test_entry_points_load_lazily(site):
+    make_distribution(site, "fake-toy", "fake_toy", TOY_MODULE, {"toy": "fake_toy:Toy"})
+    assert "toy" in registry.list_augmenters()
+    assert "fake_toy" not in sys.modules, "listing must not import plugins"
+    augmenter = inout_aug.create("toy", seed=0)
+    assert "fake_toy" in sys.modules and type(augmenter).__name__ == "Toy" and augmenter.name == "toy"
+    assert registry.entries("toy")[0].source == "fake-toy"
+
+
+def test_wildcards(site):
+    make_distribution(site, "fake-toy", "fake_toy", TOY_MODULE, {"toy_a": "fake_toy:Toy", "toy_b": "fake_toy:Toy"})
+    assert registry.list_augmenters("toy_*") == ["toy_a", "toy_b"]
+    assert registry.list_augmenters("toy_[b]") == ["toy_b"]
+    assert registry.list_augmenters("nothing*") == []
+
+
+def test_broken_plugin_warns_with_distribution_and_error_and_the_rest_works(site):
+    make_distribution(site, "fake-broken", "fake_broken", "import not_a_real_module_xyz\n",
+                      {"broken": "fake_broken:Thing"})
+    assert "broken" in registry.list_augmenters()
+    with pytest.warns(PluginWarning, match=r"'fake-broken'.*ModuleNotFoundError.*not_a_real_module_xyz"):
+        with pytest.raises(LookupError, match="pip uninstall fake-broken"):
+            registry.get("broken")
+    with pytest.raises(LookupError, match="is broken"):
+        registry.get("broken")
+    assert registry.get("memseg").name == "memseg"
+
+
+def test_entry_point_that_is_not_an_augmenter(site):
+    make_distribution(site, "fake-wrong", "fake_wrong", "Thing = 42\n", {"wrong": "fake_wrong:Thing"})
+    with pytest.warns(PluginWarning, match="not a subclass of inout_aug.Augmenter"):
+        with pytest.raises(LookupError):
+            registry.get("wrong")
+
+
+def test_name_clash_is_deterministic_with_a_warning(site):
+    make_distribution(site, "fake-zeta", "fake_zeta", TOY_MODULE, {"dup": "fake_zeta:Toy", "memseg": "fake_zeta:Toy"})
+    make_distribution(site, "fake-alpha", "fake_alpha", TOY_MODULE, {"dup": "fake_alpha:Toy"})
+    with pytest.warns(PluginWarning) as caught:
+        names = registry.list_augmenters()
+    messages = " ".join(str(w.message) for w in caught)
+    assert "named 'dup'" in messages and "named 'memseg'" in messages
+    assert names.count("dup") == 1
+    assert registry.entries("dup")[0].source == "fake-alpha", "the first distribution by name wins"
+    assert registry.entries("memseg")[0].source == "inout-aug", "inout-aug's own augmenters win"
+
+
+def test_register_get_create(site):
+    @registry.register(name="square_rt")
+    class Square(SquareDefect):
+        """Square, registered at run time."""
+
+    assert registry.get("square_rt") is Square
+    assert "square_rt" in inout_aug.list_augmenters("square*")
+    augmenter = inout_aug.create("square_rt", size=3, seed=1)
+    assert isinstance(augmenter, Square) and augmenter.size == 3
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry.register(SquareDefect, name="square_rt")
+    assert registry.get("square_rt") is Square and "named 'square_rt'" in str(caught[0].message)
+
+
+def test_register_rejects_non_augmenters():
+    with pytest.raises(TypeError, match="expects an Augmenter subclass"):
+        registry.register(int, name="int")
+
+
+def test_unknown_name_and_unknown_parameter_errors():
+    with pytest.raises(KeyError, match="unknown augmenter 'nope'; registered: .*memseg"):
+        registry.get("nope")
+    with pytest.raises(TypeError, match=r"has no parameter 'bogus'; valid: .*seed"):
+        inout_aug.create("memseg", bogus=1)
