@@ -54,6 +54,14 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+def _echo_table(rows: list[tuple[str, ...]], indent: str = "") -> None:
+    """Print rows of text in aligned columns (the last column is not padded)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [f"{cell:<{width}}" for cell, width in zip(row, widths)]
+        click.echo(indent + "  ".join([*cells, row[-1]]))
+
+
 def _run(job: GenerationJob) -> None:
     """Make the job's outstanding outputs with a progress bar on stderr."""
     label = f"{job.augmenter_name} -> {job.out}"
@@ -83,10 +91,7 @@ def list_command(pattern: str) -> None:
         rows.append((entry.name, entry.source, summary))
     if not rows:
         raise LookupError(f"no augmenter matches {pattern!r}")
-    widths = [max(len(r[i]) for r in rows + [("NAME", "SOURCE", "")]) for i in range(2)]
-    click.echo(f"{'NAME':<{widths[0]}}  {'SOURCE':<{widths[1]}}  DESCRIPTION")
-    for name, source, summary in rows:
-        click.echo(f"{name:<{widths[0]}}  {source:<{widths[1]}}  {summary}")
+    _echo_table([("NAME", "SOURCE", "DESCRIPTION"), *rows])
 
 
 @cli.command()
@@ -98,13 +103,13 @@ def info(name: str) -> None:
     entry = registry.entries(name)[0]
     click.echo(f"{name}  ({entry.source}, {entry.target})\n")
     click.echo((inspect.getdoc(cls) or "").strip() + "\n")
-    params = registry.parameters(name)
-    width = max(len(p) for p in params)
+    rows = [
+        (key, str(param.annotation) if param.annotation is not inspect.Parameter.empty else "any",
+         "(required)" if param.default is inspect.Parameter.empty else f"default {param.default!r}")
+        for key, param in registry.parameters(name).items()
+    ]
     click.echo("Parameters:")
-    for key, param in params.items():
-        kind = param.annotation if param.annotation is not inspect.Parameter.empty else "any"
-        default = "(required)" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
-        click.echo(f"  {key:<{width}}  {kind}  {default}")
+    _echo_table(rows, indent="  ")
 
 
 @cli.command()
@@ -117,14 +122,19 @@ def info(name: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole run.")
 @click.option("--param", "-p", "param_pairs", multiple=True, metavar="KEY=VALUE",
               help="Augmenter parameter, repeatable (see `inout-aug info NAME`).")
+@click.option("--textures", type=click.Path(path_type=Path), default=None,
+              help="Folder of texture images (e.g. DTD) for augmenters with a `textures` parameter.")
 @_one_line_errors
 def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: int,
-             param_pairs: tuple[str, ...]) -> None:
+             param_pairs: tuple[str, ...], textures: Path | None) -> None:
     """Write defective images, masks and a manifest made from a folder of normal images.
 
     An interrupted run resumes where it stopped when run again with the same options.
     """
-    job = GenerationJob(augmenter, input_dir, out, n=n, seed=seed, params=parse_params(param_pairs))
+    params = parse_params(param_pairs)
+    if textures is not None:
+        params["textures"] = str(textures)
+    job = GenerationJob(augmenter, input_dir, out, n=n, seed=seed, params=params)
     _run(job)
     click.echo(f"{len(job.done)} outputs in {out} ({len(job.todo)} made now)")
 

@@ -48,6 +48,9 @@ class Augmenter(Transform):
       ``self.generator``;
     * ``transform(image, params)`` applies them and returns ``(defective_image, mask)``, the mask (N, H, W) bool.
 
+    Both treat ``image`` as read-only: it may be the caller's own tensor. The image ``transform`` returns is
+    either ``image`` itself or a new tensor that the base class may overwrite.
+
     The base class guarantees that pixels outside the returned mask are bit-for-bit unchanged and that a
     sample whose mask is empty is returned untouched with its label unchanged.
 
@@ -116,25 +119,30 @@ class Augmenter(Transform):
         check_image(image)
         old_mask = None if mask is None else check_mask(mask, image)
         self._reseed_for_worker()
-        b, _, h, w = image.shape
+        b = image.shape[0]
         chosen = (self._rand(b) < self.p).nonzero().flatten()
-        out_image = image
-        new_mask = torch.zeros((b, h, w), dtype=torch.bool, device=image.device)
         defect = torch.zeros(b, dtype=torch.bool)
         params_out: list[dict[str, Any]] = [{} for _ in range(b)]
+        out_image = image
+        new_mask = torch.zeros((b, *image.shape[2:]), dtype=torch.bool, device=image.device)
         if len(chosen):
+            every = len(chosen) == b  # the common p=1 case: no row selection, no extra copies
             rows = chosen.to(image.device)
-            work = _to_float(image[rows])
+            picked = image if every else image.index_select(0, rows)
+            work = _to_float(picked)
             params = self.make_params(work)
             made_image, made_mask = self.transform(work, params)
             made_mask = made_mask.to(image.device)
+            merged = _paste(work, made_image, made_mask, image.dtype)
             made = made_mask.flatten(1).any(1).cpu()
-            out_image = image.clone()
-            out_image[rows] = torch.where(made_mask[:, None], _from_float(made_image, image.dtype), image[rows])
-            new_mask[rows] = made_mask
             defect[chosen] = made
             for j in made.nonzero().flatten().tolist():
                 params_out[int(chosen[j])] = self.describe(params, j)
+            if every:
+                out_image, new_mask = merged, made_mask
+            else:
+                out_image = image.clone().index_copy_(0, rows, merged)
+                new_mask.index_copy_(0, rows, made_mask)
         if old_mask is not None:
             new_mask = new_mask | old_mask.to(image.device)
         return Augmented(image=out_image, mask=new_mask, defect=defect, params=params_out)
@@ -153,7 +161,17 @@ def _to_float(image: torch.Tensor) -> torch.Tensor:
     return image.float().div_(255) if image.dtype == torch.uint8 else image
 
 
-def _from_float(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _paste(work: torch.Tensor, made: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``made`` inside ``mask``, ``work`` outside, in ``dtype``; the outside keeps its exact bytes.
+
+    lerp with 0/1 weights is exact on both sides (and on CPU far faster than torch.where); uint8 -> float
+    -> uint8 round-trips exactly. For uint8 input ``work`` is a float copy of our own, reused in place; a
+    ``made`` that transform created (it shares no memory with ``work``) is reused too.
+    """
+    inside = mask[:, None].to(work.dtype)
+    made = made.to(work.dtype)
     if dtype == torch.uint8:
-        return image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
-    return image.to(dtype)
+        return work.lerp_(made, inside).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+    if made.is_contiguous() and made.untyped_storage().data_ptr() != work.untyped_storage().data_ptr():
+        return torch.lerp(work, made, inside, out=made)  # a new tensor from transform: reuse it
+    return torch.lerp(work, made, inside)

@@ -22,7 +22,9 @@ from inout_aug.sources import (
 
 
 class MemSegRegion(Augmenter):
-    """MemSeg's anomaly simulation (Yang et al. 2023), per sample of a batch:
+    """MemSeg's per-region defect simulation: Perlin-noise regions filled with texture or shuffled structure.
+
+    After Yang et al. 2023, per sample of a batch:
 
     1. mask ``M = (Perlin(2^ky x 2^kx cells, rotated by a) > threshold) ⊙ foreground``, with ``ky, kx``
        uniform in {perlin_min_exponent, ..., perlin_max_exponent} independently and ``a`` uniform in
@@ -121,10 +123,11 @@ class MemSegRegion(Augmenter):
         }
 
     def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = params["mask"]
-        # I + δ·M·(A − I): the formula in one pass; where M is 0 the weight is 0 and I is kept bit for bit.
-        weight = params["delta"].view(-1, 1, 1, 1) * mask[:, None]
-        return torch.lerp(image.float(), params["anomaly"], weight).to(image.dtype), mask
+        # δ·A + (1 − δ)·I everywhere, written over A (ours); the base class keeps I outside M bit for bit,
+        # which completes I' = (1 − M)⊙I + δ·(M⊙A) + (1 − δ)·(M⊙I).
+        anomaly = params["anomaly"]
+        delta = params["delta"].view(-1, 1, 1, 1).to(anomaly)
+        return torch.lerp(image.to(anomaly.dtype), anomaly, delta, out=anomaly), params["mask"]
 
     def describe(self, params: dict[str, Any], index: int) -> dict[str, Any]:
         out = super().describe(params, index)

@@ -234,37 +234,51 @@ class StructuralSource(AnomalySource):
         n = len(image)
         order = torch.rand((n, len(_OPERATIONS)), generator=generator, device=generator.device).argsort(1)
         order = order[:, : self.ops].to(image.device)
-        current = image
+        # Per step, rows are regrouped by operation (one copy), so each operation works on a contiguous view
+        # of a buffer of our own; ``origin`` follows which input row each row holds.
+        current, origin = image, torch.arange(n, device=image.device)
         for step in range(self.ops):
-            # Each row goes through exactly one operation per step, so every row of ``changed`` is written.
-            changed = torch.empty_like(image)
-            for k, operation in enumerate(_OPERATIONS):
-                rows = (order[:, step] == k).nonzero().flatten()
-                if len(rows):
-                    changed.index_copy_(0, rows, operation(current.index_select(0, rows), generator))
-            current = changed
-        return shuffle_tiles(current, self.grid, generator)
+            kinds = order[origin, step]
+            grouped = kinds.argsort(stable=True)
+            current, origin = current.index_select(0, grouped), origin[grouped]
+            start = 0
+            for operation, count in zip(_OPERATIONS, torch.bincount(kinds, minlength=len(_OPERATIONS)).tolist()):
+                if count:
+                    rows = current[start:start + count]
+                    result = operation(rows, generator)
+                    if result is not rows:
+                        rows.copy_(result)
+                    start += count
+        return shuffle_tiles(current, self.grid, generator, rows=origin.argsort())
 
 
-def shuffle_tiles(image: torch.Tensor, grid: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
-    """Cut each image of an (N, C, H, W) batch into ``grid`` tiles and put them back in a random order."""
+def shuffle_tiles(
+    image: torch.Tensor, grid: tuple[int, int], generator: torch.Generator, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cut each image of an (N, C, H, W) batch into ``grid`` tiles and put them back in a random order.
+
+    ``rows`` (N,) optionally reorders the batch in the same pass: output image i is made from ``image[rows[i]]``.
+    """
     n, c, h, w = image.shape
-    rows, cols = min(grid[0], h), min(grid[1], w)
-    th, tw = h // rows, w // cols
-    order = torch.rand((n, rows * cols), generator=generator, device=generator.device).argsort(1)
-    order = order.to(image.device) + torch.arange(n, device=image.device)[:, None] * (rows * cols)
-    body = image[..., : rows * th, : cols * tw]
-    tiles = body.reshape(n, c, rows, th, cols, tw).permute(0, 2, 4, 1, 3, 5).reshape(n * rows * cols, -1)
-    shuffled = tiles.index_select(0, order.flatten()).view(n, rows, cols, c, th, tw).permute(0, 3, 1, 4, 2, 5)
-    if rows * th == h and cols * tw == w:
+    grid_rows, grid_cols = min(grid[0], h), min(grid[1], w)
+    th, tw = h // grid_rows, w // grid_cols
+    tiles_per_image = grid_rows * grid_cols
+    order = torch.rand((n, tiles_per_image), generator=generator, device=generator.device).argsort(1)
+    rows = torch.arange(n, device=image.device) if rows is None else rows
+    order = order.to(image.device) + rows[:, None] * tiles_per_image
+    body = image[..., : grid_rows * th, : grid_cols * tw]
+    tiles = body.reshape(n, c, grid_rows, th, grid_cols, tw).permute(0, 2, 4, 1, 3, 5).reshape(n * tiles_per_image, -1)
+    shuffled = tiles.index_select(0, order.flatten()).view(n, grid_rows, grid_cols, c, th, tw)
+    shuffled = shuffled.permute(0, 3, 1, 4, 2, 5)
+    if grid_rows * th == h and grid_cols * tw == w:
         return shuffled.reshape(n, c, h, w)
-    out = image.clone()
-    out[..., : rows * th, : cols * tw] = shuffled.reshape(n, c, rows * th, cols * tw)
+    out = image.index_select(0, rows)
+    out[..., : grid_rows * th, : grid_cols * tw] = shuffled.reshape(n, c, grid_rows * th, grid_cols * tw)
     return out
 
 
-# -- the ten operations: (n, C, H, W) float in [0, 1] -> the same, with per-sample parameters; ``x`` is the
-# -- operation's own copy (StructuralSource.draw selects it), so it may be changed in place. -----------------
+# -- the ten operations: (n, C, H, W) float in [0, 1] -> the same, with per-sample parameters; ``x`` is a view
+# -- of StructuralSource.draw's own buffer, so it may be changed in place (and returned). ---------------------
 
 
 def _gamma(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -283,7 +297,9 @@ def _sharpness(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     if min(x.shape[-2:]) < 3:
         return x
     inner = x[..., 1:-1, 1:-1]
-    smooth = F.avg_pool2d(x, 3, stride=1).mul_(9 / 13).add_(inner, alpha=4 / 13)
+    across = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]  # a separable 3x3 box sum
+    box = across[..., :-2, :] + across[..., 1:-1, :] + across[..., 2:, :]
+    smooth = box.add_(inner, alpha=4).div_(13)
     inner.copy_(smooth.lerp_(inner, factor).clamp_(0, 1))
     return x
 
@@ -310,7 +326,8 @@ def _hue_saturation(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 def _solarize(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     applied = uniform((len(x), 1, 1, 1), 0.0, 1.0, g, x.device) < 0.5
     threshold = uniform((len(x), 1, 1, 1), 32 / 255, 128 / 255, g, x.device)
-    return torch.where(applied & (x >= threshold), 1 - x, x)
+    flip = (applied & (x >= threshold)).to(x.dtype)
+    return torch.lerp(x, 1 - x, flip)  # exact on both sides, and faster than torch.where on CPU
 
 
 def _posterize(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

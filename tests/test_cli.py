@@ -142,6 +142,16 @@ def test_killed_generation_resumes_to_exactly_n_valid_outputs(normals, tmp_path,
         assert (read_image(out / record["mask"]) == 255).all()
 
 
+def test_generate_with_a_texture_folder(normals, tmp_path, textures):
+    out = tmp_path / "out"
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "6", "--textures",
+                 str(textures), "--param", "texture_prob=1.0")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert all(r["params"]["textures"] == str(textures) and r["drawn"]["source"] == "TextureFolder"
+               for r in records)
+
+
 def test_generate_refuses_a_folder_of_another_run(normals, tmp_path):
     out = tmp_path / "out"
     assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "1").exit_code == 0

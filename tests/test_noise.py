@@ -67,12 +67,13 @@ def test_rotated_noise_samples_the_rotated_coordinates():
     for k, (cy, cx) in enumerate(cells.tolist()):
         ys, xs = pixel_coords(h, w, float(degrees[k]))
         expected = reference_perlin(ys * cy / h, xs * cx / w, (cy, cx), gradients[k].double())
-        # Bilinear resampling of a canvas sampled at every pixel: small error, corners included (periodic).
-        assert (noise[k].double() - expected).abs().max() < 0.02
+        # Computed at 4 samples per cell, rotated and scaled up bilinearly: a small error, corners included.
+        error = (noise[k].double() - expected).abs()
+        assert error.mean() < 0.025 and error.max() < 0.15
 
 
-def test_coarse_noise_on_a_large_image_uses_a_coarser_canvas_faithfully():
-    h, w = 256, 192  # 4 cells at most: the canvas takes a sample every 8 pixels
+def test_coarse_noise_on_a_large_image_uses_a_coarser_grid_faithfully():
+    h, w = 256, 192  # 4 cells at most: computed on a grid 12 times coarser, then scaled up
     cells = torch.tensor([[4, 2], [1, 4]])
     degrees = torch.tensor([20.0, -60.0])
     gradients = random_gradients(2, (4, 4), torch.Generator().manual_seed(6))
@@ -80,7 +81,8 @@ def test_coarse_noise_on_a_large_image_uses_a_coarser_canvas_faithfully():
     for k, (cy, cx) in enumerate(cells.tolist()):
         ys, xs = pixel_coords(h, w, float(degrees[k]))
         expected = reference_perlin(ys * cy / h, xs * cx / w, (cy, cx), gradients[k].double())
-        assert (noise[k].double() - expected).abs().max() < 0.03
+        error = (noise[k].double() - expected).abs()
+        assert error.mean() < 0.04 and error.max() < 0.2
 
 
 def test_noise_is_bounded_and_per_sample():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import PIL.Image
 import pytest
@@ -11,8 +10,6 @@ import torch
 from inout_aug import sources
 from inout_aug.sources import ProceduralTexture, StructuralSource, TextureFolder, shuffle_tiles
 
-TEXTURES = Path("/work/shared/data/textures")
-needs_textures = pytest.mark.skipif(not any(TEXTURES.glob("*.png")), reason=f"no textures in {TEXTURES}")
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -134,9 +131,8 @@ def test_texture_folder_decodes_each_file_once(tmp_path, monkeypatch):
     assert grey.shape == (4, 1, 5, 5) and len(opened) == 3
 
 
-@needs_textures
-def test_real_textures_are_resized_to_the_image():
-    folder = TextureFolder(TEXTURES)
+def test_real_textures_are_resized_to_the_image(textures):
+    folder = TextureFolder(textures)
     out = folder.draw(torch.zeros(6, 3, 37, 100), gen())
     assert out.shape == (6, 3, 37, 100) and 0 <= out.min() and out.max() <= 1
     assert out.flatten(1).std(1).min() > 0.02
