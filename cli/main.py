@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -21,16 +22,23 @@ from inout_aug.surfaces import make_surfaces
 
 # Errors that come from the user's input: shown as one line, without a traceback.
 USER_ERRORS = (OSError, ValueError, TypeError, LookupError, GenerationError)
+SEED = click.IntRange(0, 2**63 - 1)
 
 
 def _one_line_errors(command: Callable) -> Callable:
+    """Show user errors as one line (INOUT_AUG_DEBUG=1 shows the traceback) and warnings as one line each."""
+
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except USER_ERRORS as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise click.ClickException(" ".join(str(message).split())) from None
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return command(*args, **kwargs)
+            except USER_ERRORS as exc:
+                if os.environ.get("INOUT_AUG_DEBUG"):
+                    raise
+                message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+                raise click.ClickException(" ".join(str(message).split())) from None
 
     return run
 
@@ -74,7 +82,6 @@ def _run(job: GenerationJob) -> None:
 @click.version_option(inout_aug.__version__, prog_name="inout-aug")
 def cli() -> None:
     """Make defective training images for industrial surface inspection (In&Out augmentation)."""
-    warnings.showwarning = _show_warning
 
 
 @cli.command("list")
@@ -100,7 +107,7 @@ def list_command(pattern: str) -> None:
 def info(name: str) -> None:
     """Show an augmenter's description and parameters (name, type, default)."""
     cls = registry.get(name)
-    entry = registry.entries(name)[0]
+    entry = registry.entry(name)
     click.echo(f"{name}  ({entry.source}, {entry.target})\n")
     click.echo((inspect.getdoc(cls) or "").strip() + "\n")
     rows = [
@@ -119,7 +126,7 @@ def info(name: str) -> None:
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
               help="Output folder: images/, masks/, manifest.jsonl, run.json.")
 @click.option("-n", "--num", "n", type=int, default=None, help="Number of outputs [default: one per input image].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole run.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the whole run.")
 @click.option("--param", "-p", "param_pairs", multiple=True, metavar="KEY=VALUE",
               help="Augmenter parameter, repeatable (see `inout-aug info NAME`).")
 @click.option("--textures", type=click.Path(path_type=Path), default=None,
@@ -133,9 +140,9 @@ def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: in
     """
     params = parse_params(param_pairs)
     if textures is not None:
-        params["textures"] = str(textures)
-    job = GenerationJob(augmenter, input_dir, out, n=n, seed=seed, params=params)
-    _run(job)
+        params["textures"] = str(textures.resolve())
+    with GenerationJob(augmenter, input_dir, out, n=n, seed=seed, params=params) as job:
+        _run(job)
     click.echo(f"{len(job.done)} outputs in {out} ({len(job.todo)} made now)")
 
 
@@ -143,8 +150,8 @@ def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: in
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="PNG to write [default: FOLDER/preview.png].")
-@click.option("--limit", default=16, show_default=True, help="Number of images shown.")
-@click.option("--columns", default=4, show_default=True, help="Image pairs per row.")
+@click.option("--limit", type=click.IntRange(min=1), default=16, show_default=True, help="Number of images shown.")
+@click.option("--columns", type=click.IntRange(min=1), default=4, show_default=True, help="Image pairs per row.")
 @_one_line_errors
 def preview(folder: Path, out: Path | None, limit: int, columns: int) -> None:
     """Write a PNG contact sheet of generated images beside their masks overlaid in red."""
@@ -154,17 +161,18 @@ def preview(folder: Path, out: Path | None, limit: int, columns: int) -> None:
 
 @cli.command()
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("inout-aug-demo"), show_default=True)
-@click.option("-n", "--num", "n", default=16, show_default=True, help="Number of defective images.")
+@click.option("-n", "--num", "n", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Number of defective images.")
 @click.option("--augmenter", "-a", default="memseg", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @_one_line_errors
 def demo(out: Path, n: int, augmenter: str, seed: int) -> None:
     """Built-in demo: make procedural metal surfaces, turn them into defective images, write a preview."""
     normal = out / "normal"
     for i, surface in enumerate(make_surfaces(n, seed=seed)):
         write_png(surface, normal / f"surface_{i:03d}.png")
-    job = GenerationJob(augmenter, normal, out, n=n, seed=seed)
-    _run(job)
+    with GenerationJob(augmenter, normal, out, n=n, seed=seed) as job:
+        _run(job)
     sheet = preview_folder(out, out / "preview.png", limit=n)
     click.echo(f"normal images: {normal}\ndefects: {out / 'images'}, masks: {out / 'masks'}, "
                f"manifest: {out / 'manifest.jsonl'}\npreview: {sheet}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +60,7 @@ class Augmenter(Transform):
     never repeat each other and a fixed DataLoader seed reproduces a whole epoch.
     """
 
-    #: Registry name; set by :func:`inout_aug.registry.register` or an entry point.
+    #: Registry name: the default for :func:`inout_aug.registry.register`; :func:`create` sets it per instance.
     name: str = ""
 
     def __init__(self, p: float = 1.0, seed: int | None = None, generator: torch.Generator | None = None):
@@ -68,12 +69,14 @@ class Augmenter(Transform):
             raise ValueError(f"p must be a probability in [0, 1], got {p}")
         if seed is not None and generator is not None:
             raise ValueError("give either seed or generator, not both")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if generator is None:
             generator = torch.Generator()
             if seed is None:
                 generator.seed()
             else:
-                generator.manual_seed(int(seed))
+                generator.manual_seed(operator.index(seed))
         self.p = float(p)
         self.generator = generator
         self._base_seed = generator.initial_seed()
@@ -88,9 +91,8 @@ class Augmenter(Transform):
         """Apply ``params`` to a float (N, C, H, W) batch; return (image, (N, H, W) bool mask)."""
         raise NotImplementedError
 
-    def describe(self, params: dict[str, Any], index: int) -> dict[str, Any]:
-        """JSON-ready parameters of sample ``index``: small per-sample tensors and plain values."""
-        n = next((v.shape[0] for v in params.values() if isinstance(v, torch.Tensor) and v.ndim), None)
+    def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
+        """JSON-ready parameters of sample ``index`` of ``n``: small per-sample tensors and plain values."""
         out: dict[str, Any] = {}
         for key, value in params.items():
             if isinstance(value, torch.Tensor):
@@ -114,15 +116,20 @@ class Augmenter(Transform):
     def _rand(self, *shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator, device=self.generator.device).cpu()
 
-    def augment(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> Augmented:
-        """Make defects in a (B, C, H, W) uint8 or [0, 1] float batch, on its device."""
+    def augment(self, image: torch.Tensor, mask: torch.Tensor | None = None, *, describe: bool = True) -> Augmented:
+        """Make defects in a (B, C, H, W) uint8 or [0, 1] float batch, on its device.
+
+        ``describe=False`` skips collecting the drawn parameters per sample (``Augmented.params`` stays empty).
+        """
         check_image(image)
-        old_mask = None if mask is None else check_mask(mask, image)
+        return self._augment(image, None if mask is None else check_mask(mask, image), describe)
+
+    def _augment(self, image: torch.Tensor, old_mask: torch.Tensor | None, describe: bool) -> Augmented:
         self._reseed_for_worker()
         b = image.shape[0]
         chosen = (self._rand(b) < self.p).nonzero().flatten()
         defect = torch.zeros(b, dtype=torch.bool)
-        params_out: list[dict[str, Any]] = [{} for _ in range(b)]
+        params_out: list[dict[str, Any]] = [{} for _ in range(b)] if describe else []
         out_image = image
         new_mask = torch.zeros((b, *image.shape[2:]), dtype=torch.bool, device=image.device)
         if len(chosen):
@@ -132,12 +139,13 @@ class Augmenter(Transform):
             work = _to_float(picked)
             params = self.make_params(work)
             made_image, made_mask = self.transform(work, params)
+            self._check_made(work, made_image, made_mask)
             made_mask = made_mask.to(image.device)
             merged = _paste(work, made_image, made_mask, image.dtype)
             made = made_mask.flatten(1).any(1).cpu()
             defect[chosen] = made
-            for j in made.nonzero().flatten().tolist():
-                params_out[int(chosen[j])] = self.describe(params, j)
+            for j in made.nonzero().flatten().tolist() if describe else ():
+                params_out[int(chosen[j])] = self.describe(params, j, len(chosen))
             if every:
                 out_image, new_mask = merged, made_mask
             else:
@@ -149,9 +157,22 @@ class Augmenter(Transform):
 
     def forward(self, *inputs: Any) -> Any:
         """Augment one sample or batch in any accepted structure and return the same structure."""
+        if not inputs:
+            raise TypeError(f"{type(self).__name__} needs a sample: an image, a tuple or a dict")
         parsed = parse(inputs if len(inputs) > 1 else inputs[0])
-        result = self.augment(parsed.image, parsed.mask)
+        result = self._augment(parsed.image, parsed.mask, describe=False)
         return parsed.pack(result.image, result.mask, result.defect)
+
+    def _check_made(self, work: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> None:
+        """Catch a ``transform`` that breaks its contract, naming the augmenter."""
+        where = f"{type(self).__name__}.transform"
+        n, _, h, w = work.shape
+        if tuple(image.shape) != tuple(work.shape):
+            raise ValueError(f"{where} returned an image of shape {tuple(image.shape)}, expected {tuple(work.shape)}")
+        if mask.dtype != torch.bool or tuple(mask.shape) != (n, h, w):
+            raise ValueError(f"{where} must return an ({n}, {h}, {w}) bool mask, got {mask.dtype} {tuple(mask.shape)}")
+        if not torch.isfinite(image.sum()):
+            raise ValueError(f"{where} returned NaN or infinite pixel values")
 
     def extra_repr(self) -> str:
         return f"p={self.p}, seed={self._base_seed}"

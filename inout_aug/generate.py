@@ -8,10 +8,16 @@ and a record is appended only after its files exist, so an interrupted run resum
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # no flock on this platform: runs are not locked
+    fcntl = None  # type: ignore[assignment]
 
 import torch
 
@@ -29,7 +35,7 @@ class GenerationError(RuntimeError):
 
 
 def read_manifest(out: Path) -> dict[int, dict[str, Any]]:
-    """Complete records of ``out/manifest.jsonl`` by index; records whose files are missing are dropped."""
+    """Complete records of ``out/manifest.jsonl`` by index; cut, malformed or file-less records are dropped."""
     records: dict[int, dict[str, Any]] = {}
     path = out / MANIFEST
     if not path.exists():
@@ -39,18 +45,26 @@ def read_manifest(out: Path) -> dict[int, dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by an interruption
             continue
+        if not (isinstance(record, dict) and isinstance(record.get("index"), int)
+                and all(isinstance(record.get(key), str) for key in ("image", "mask"))):
+            continue
         if all((out / record[key]).is_file() for key in ("image", "mask")):
             records[record["index"]] = record
     return records
 
 
 class GenerationJob:
-    """One ``inout-aug generate`` run; ``todo`` lists the output indices still to make, ``make(i)`` makes one."""
+    """One ``inout-aug generate`` run; ``todo`` lists the output indices still to make, ``make(i)`` makes one.
+
+    Use it as a context manager: it holds a lock on the output folder, so two runs never write one folder.
+    """
 
     def __init__(self, augmenter: str, input: str | os.PathLike, out: str | os.PathLike,
                  n: int | None = None, seed: int = 0, params: dict[str, Any] | None = None):
-        self.sources = list_images(input)
-        self.out = Path(out)
+        self.out, root = _absolute(out), _absolute(input)
+        self.sources = [p for p in map(_absolute, list_images(root)) if not self._is_output(p)]
+        if not self.sources:
+            raise FileNotFoundError(f"no images in {root} besides the outputs in {self.out}")
         self.augmenter_name = augmenter
         self.params = dict(params or {})
         if "p" in parameters(augmenter):
@@ -60,20 +74,58 @@ class GenerationJob:
         self.n = len(self.sources) if n is None else int(n)
         if self.n < 0:
             raise ValueError(f"-n must be at least 0, got {self.n}")
-        self._claim_output_folder(str(input))
-        self.done = read_manifest(self.out)
-        write_text("".join(json.dumps(r) + "\n" for _, r in sorted(self.done.items())), self.out / MANIFEST)
+        self._lock = _lock(self.out)
+        try:
+            self._claim_output_folder(root)
+            self.done = read_manifest(self.out)
+            beyond = [i for i in self.done if i >= self.n]
+            if beyond:
+                raise GenerationError(
+                    f"{self.out} already holds {len(self.done)} outputs, up to index {max(beyond)}: "
+                    f"use -n {max(beyond) + 1} or more, or another --out folder"
+                )
+            for stale in self.out.glob("**/.*.tmp"):  # files an interrupted run was writing
+                stale.unlink()
+            write_text("".join(json.dumps(r) + "\n" for _, r in sorted(self.done.items())), self.out / MANIFEST)
+        except BaseException:
+            self.close()
+            raise
         self.todo = [i for i in range(self.n) if i not in self.done]
         order = torch.randperm(len(self.sources), generator=torch.Generator().manual_seed(self.seed))
         self._order = order.tolist()
 
-    def _claim_output_folder(self, input: str) -> None:
-        settings = {"augmenter": self.augmenter_name, "params": self.params, "seed": self.seed,
-                    "input": str(Path(input).resolve())}
+    def _is_output(self, path: Path) -> bool:
+        """Whether ``path`` is one of this run's outputs (images/, masks/, a preview beside them)."""
+        return path.parent == self.out or any(self.out / d in path.parents for d in ("images", "masks"))
+
+    def __enter__(self) -> GenerationJob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the output folder."""
+        self._lock.close()
+
+    def _claim_output_folder(self, root: Path) -> None:
+        listing = "\n".join(str(p.relative_to(root)) for p in self.sources)
+        settings = json.loads(json.dumps({
+            "augmenter": self.augmenter_name, "params": self.params, "seed": self.seed, "input": str(root),
+            "sources": {"count": len(self.sources), "sha256": hashlib.sha256(listing.encode()).hexdigest()},
+        }))
         run_file = self.out / RUN_FILE
         if run_file.exists():
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-            if previous != json.loads(json.dumps(settings)):
+            try:
+                previous = json.loads(run_file.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise GenerationError(f"{run_file} is corrupt ({exc}); delete it or use another --out") from exc
+            if previous.get("sources") != settings["sources"] and previous.get("input") == settings["input"]:
+                raise GenerationError(
+                    f"the images in {root} changed since the run in {self.out} started "
+                    "(files added or removed); restore them or use another --out folder"
+                )
+            if previous != settings:
                 raise GenerationError(
                     f"{self.out} holds a run with other settings ({json.dumps(previous)}); "
                     "use another --out folder to start a new run"
@@ -104,3 +156,21 @@ class GenerationJob:
             manifest.write(json.dumps(record) + "\n")
         self.done[index] = record
         return record
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    """An absolute, normalised path that still names a symbolic link itself (resolve() would follow it)."""
+    return Path(os.path.abspath(path))
+
+
+def _lock(out: Path) -> IO:
+    """Hold an exclusive lock on ``out/.lock`` (where the platform has flock); refuse a folder in use."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".lock", "w")
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise GenerationError(f"another run is writing to {out}; wait for it or use another --out") from None
+    return handle

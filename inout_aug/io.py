@@ -8,11 +8,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+import numpy as np
 import PIL.Image
 import torch
 from torchvision.transforms.v2 import functional as F
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class ImageReadError(ValueError):
@@ -37,11 +42,28 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     try:
         with PIL.Image.open(path) as img:
             img.load()
+            if img.mode in _FULL_SCALE:
+                return _to_8_bit(img, path)
             if img.mode not in ("L", "RGB"):
-                img = img.convert("L" if img.mode in ("1", "I", "I;16", "F", "LA") else "RGB")
+                img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
             return F.pil_to_tensor(img)
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}; replace or remove the file") from exc
+
+
+# Grey modes of more than 8 bits, and the value that stands for white in each.
+_FULL_SCALE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def _to_8_bit(img: PIL.Image.Image, path: str | os.PathLike) -> torch.Tensor:
+    """A 16-bit or float grey image scaled (not clipped) to (1, H, W) uint8."""
+    values = np.asarray(img, dtype=np.float64) / _FULL_SCALE[img.mode]
+    if values.size and not (values.min() >= 0 and values.max() <= 1):
+        raise ImageReadError(
+            f"cannot read image {path}: mode {img.mode} values lie outside 0..{_FULL_SCALE[img.mode]:g}; "
+            "save it as an 8- or 16-bit image"
+        )
+    return torch.from_numpy(np.round(values * 255).astype(np.uint8))[None]
 
 
 @contextmanager
@@ -55,6 +77,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

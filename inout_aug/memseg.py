@@ -129,8 +129,8 @@ class MemSegRegion(Augmenter):
         delta = params["delta"].view(-1, 1, 1, 1).to(anomaly)
         return torch.lerp(image.to(anomaly.dtype), anomaly, delta, out=anomaly), params["mask"]
 
-    def describe(self, params: dict[str, Any], index: int) -> dict[str, Any]:
-        out = super().describe(params, index)
+    def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
+        out = super().describe(params, index, n)
         out["source"] = type(self.sources[out["source"]]).__name__
         return out
 

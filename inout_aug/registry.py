@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import re
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -56,8 +57,6 @@ class Entry:
                     stacklevel=3,
                 )
             else:
-                if not loaded.name:
-                    loaded.name = self.name
                 self.cls = loaded
         if self.cls is None:
             raise LookupError(
@@ -65,6 +64,16 @@ class Entry:
                 f"fix or uninstall it: pip uninstall {self.source}"
             )
         return self.cls
+
+    def provides(self, cls: type) -> bool:
+        """Whether this entry stands for ``cls`` (its entry point may name a package that re-exports it)."""
+        if self.cls is cls:
+            return True
+        if self.entry_point is None:
+            return self.target == f"{cls.__module__}:{cls.__qualname__}"
+        module, attr = self.entry_point.module, self.entry_point.attr
+        in_module = cls.__module__ == module or cls.__module__.startswith(module + ".")
+        return in_module and attr in (cls.__qualname__, cls.__name__)
 
     @property
     def summary(self) -> str:
@@ -78,8 +87,9 @@ _runtime: dict[str, Entry] = {}
 
 
 def _distribution_name(ep: EntryPoint) -> str:
+    """The entry point's distribution, in its normalised form (PEP 503)."""
     dist = getattr(ep, "dist", None)
-    return dist.metadata["Name"] if dist is not None else "unknown"
+    return re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower() if dist is not None else "unknown"
 
 
 def _discover() -> dict[str, Entry]:
@@ -99,10 +109,12 @@ def _discover() -> dict[str, Entry]:
                 continue
             entries[ep.name] = Entry(ep.name, dist, ep.value, entry_point=ep)
         for name, entry in _runtime.items():
-            if name in entries:
-                _warn_clash(name, entries[name], f"{entry.target} registered at run time")
-            else:
+            if name not in entries:
                 entries[name] = entry
+            elif entries[name].provides(entry.cls):
+                entries[name].cls = entry.cls
+            else:
+                _warn_clash(name, entries[name], f"{entry.target} registered at run time")
         _entries = entries
     return _entries
 
@@ -123,20 +135,22 @@ def refresh() -> None:
 
 
 def register(cls: A | None = None, *, name: str | None = None) -> A | Callable[[A], A]:
-    """Class decorator: make an :class:`Augmenter` subclass available by ``name`` (default ``cls.name``)."""
+    """Class decorator: make an :class:`Augmenter` subclass available by ``name``.
+
+    The name defaults to the class's own ``name`` attribute (not one it inherits).
+    """
 
     def wrap(target: A) -> A:
         if not (isinstance(target, type) and issubclass(target, Augmenter)):
             raise TypeError(f"register expects an Augmenter subclass, got {target!r}")
-        key = name or target.name
+        key = name or target.__dict__.get("name")
         if not key:
             raise ValueError(f"{target.__qualname__} has no name: set the class attribute `name` or pass name=")
         target_path = f"{target.__module__}:{target.__qualname__}"
         known = _discover().get(key)
-        if known is not None and known.target != target_path:
+        if known is not None and not known.provides(target):
             _warn_clash(key, known, f"{target_path} registered at run time")
             return target
-        target.name = target.name or key
         entry = known or Entry(key, target.__module__.split(".")[0], target_path)
         entry.cls = target
         _runtime[key] = entry
@@ -157,29 +171,40 @@ def entries(pattern: str = "*") -> list[Entry]:
     return [found[n] for n in list_augmenters(pattern)]
 
 
-def get(name: str) -> type[Augmenter]:
-    """The augmenter class registered as ``name``."""
-    entry = _discover().get(name)
-    if entry is None:
+def entry(name: str) -> Entry:
+    """The registry entry of augmenter ``name`` (exact name, no wildcards)."""
+    found = _discover().get(name)
+    if found is None:
         known = ", ".join(list_augmenters()) or "none"
         raise KeyError(f"unknown augmenter {name!r}; registered: {known} (see `inout-aug list`)")
-    return entry.load()
+    return found
+
+
+def get(name: str) -> type[Augmenter]:
+    """The augmenter class registered as ``name``."""
+    return entry(name).load()
+
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 def parameters(name: str) -> dict[str, inspect.Parameter]:
-    """The constructor parameters of augmenter ``name``, by name."""
+    """The named constructor parameters of augmenter ``name`` (no ``self``, ``*args`` or ``**kwargs``)."""
     signature = inspect.signature(get(name).__init__)
-    return {key: param for key, param in signature.parameters.items() if key != "self"}
+    return {key: p for key, p in list(signature.parameters.items())[1:] if p.kind not in _VARIADIC}
 
 
 def create(name: str, **params: Any) -> Augmenter:
     """Build augmenter ``name`` with ``params``; an unknown parameter raises ``TypeError`` listing the valid ones."""
     cls = get(name)
     accepted = set(parameters(name))
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
     unknown = sorted(set(params) - accepted)
-    if unknown:
+    if unknown and not takes_any:
         raise TypeError(
             f"augmenter {name!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"valid: {', '.join(sorted(accepted))} (see `inout-aug info {name}`)"
         )
-    return cls(**params)
+    augmenter = cls(**params)
+    augmenter.name = name
+    return augmenter

@@ -8,9 +8,11 @@ float in [0, 1]. Masks are binary tensors, HxW or 1xHxW (BxHxW or Bx1xHxW for a 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import PIL.Image
 import torch
 from torchvision import tv_tensors
@@ -49,7 +51,7 @@ def check_image(image: torch.Tensor) -> None:
         raise ValueError(f"image is empty: shape {tuple(image.shape)}")
     if image.is_floating_point() and image.numel():
         lo, hi = torch.aminmax(image)
-        if lo < -_FLOAT_RANGE_SLACK or hi > 1 + _FLOAT_RANGE_SLACK:
+        if not (lo >= -_FLOAT_RANGE_SLACK and hi <= 1 + _FLOAT_RANGE_SLACK):  # NaN fails too
             raise ValueError(
                 f"float image values must lie in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}]; "
                 "divide a 0-255 image by 255"
@@ -96,19 +98,27 @@ def _label_out(label: Any, defect: bool) -> Any:
     return type(label)(1)
 
 
-def _check_label(label: Any) -> None:
-    if label is None or isinstance(label, (bool, int, float)):
+def _check_label(label: Any, batch: int | None) -> None:
+    """A single label (number, numpy scalar, one-element tensor) or, for a batch, a (B,) tensor."""
+    if batch is not None:
+        if label is not None and (not isinstance(label, torch.Tensor) or tuple(label.shape) != (batch,)):
+            raise TypeError(f"labels of a batch of {batch} must be a tensor of shape ({batch},), got {label!r}")
+        return
+    if label is None or isinstance(label, (numbers.Number, np.generic)):
         return
     if isinstance(label, torch.Tensor) and label.numel() == 1:
         return
+    if isinstance(label, torch.Tensor) and label.ndim >= 2:
+        raise TypeError(
+            f"the second item of the sample has shape {tuple(label.shape)}: a mask must be a "
+            "tv_tensors.Mask to be told apart from a label"
+        )
     raise TypeError(f"label must be an int, bool or one-element tensor, got {label!r}")
 
 
-def _batch_labels_out(labels: Any, defect: torch.Tensor) -> Any:
+def _batch_labels_out(labels: Any, defect: torch.Tensor, device: torch.device) -> Any:
     if labels is None:
-        return defect.long()
-    if not isinstance(labels, torch.Tensor) or labels.shape[:1] != defect.shape:
-        raise TypeError(f"labels of a batch of {len(defect)} must be a tensor of shape ({len(defect)},)")
+        return defect.long().to(device)
     out = labels.clone()
     out[defect.to(labels.device)] = 1
     return out
@@ -182,11 +192,13 @@ def _parse_parts(image: Any, mask: Any, label: Any, rebuild: Callable) -> Parsed
     batch, batched, image_back = _image_in(image)
     check_image(batch)
     flat_mask = None if mask is None else check_mask(mask, batch)
-    if not batched:
-        _check_label(label)
+    _check_label(label, len(batch) if batched else None)
 
     def pack(out_image: torch.Tensor, out_mask: torch.Tensor, defect: torch.Tensor) -> Any:
-        labels = _batch_labels_out(label, defect) if batched else _label_out(label, bool(defect[0]))
+        if batched:
+            labels = _batch_labels_out(label, defect, out_image.device)
+        else:
+            labels = _label_out(label, bool(defect[0]))
         return rebuild(image_back(out_image), _mask_out(out_mask, mask, batched), labels)
 
     return Parsed(image=batch, mask=flat_mask, pack=pack)

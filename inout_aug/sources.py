@@ -262,18 +262,23 @@ def shuffle_tiles(
     n, c, h, w = image.shape
     grid_rows, grid_cols = min(grid[0], h), min(grid[1], w)
     th, tw = h // grid_rows, w // grid_cols
-    tiles_per_image = grid_rows * grid_cols
-    order = torch.rand((n, tiles_per_image), generator=generator, device=generator.device).argsort(1)
+    tiles = grid_rows * grid_cols
+    order = torch.rand((n, tiles), generator=generator, device=generator.device).argsort(1).to(image.device)
     rows = torch.arange(n, device=image.device) if rows is None else rows
-    order = order.to(image.device) + rows[:, None] * tiles_per_image
-    body = image[..., : grid_rows * th, : grid_cols * tw]
-    tiles = body.reshape(n, c, grid_rows, th, grid_cols, tw).permute(0, 2, 4, 1, 3, 5).reshape(n * tiles_per_image, -1)
-    shuffled = tiles.index_select(0, order.flatten()).view(n, grid_rows, grid_cols, c, th, tw)
-    shuffled = shuffled.permute(0, 3, 1, 4, 2, 5)
+    # One pass: copy each tile row (tw pixels) of the output from its source, indexed in the (n, c, grid_rows,
+    # th, grid_cols, tw) layout, so the result comes out in image layout with no permute.
+    src_b = rows[:, None, None, None, None]
+    src_tile = order.view(n, 1, grid_rows, 1, grid_cols)
+    channel = torch.arange(c, device=image.device).view(1, c, 1, 1, 1)
+    line = torch.arange(th, device=image.device).view(1, 1, 1, th, 1)
+    src_i, src_j = src_tile // grid_cols, src_tile % grid_cols
+    index = (((src_b * c + channel) * grid_rows + src_i) * th + line) * grid_cols + src_j
+    body = image[..., : grid_rows * th, : grid_cols * tw].reshape(-1, tw)
+    shuffled = body.index_select(0, index.flatten()).view(n, c, grid_rows * th, grid_cols * tw)
     if grid_rows * th == h and grid_cols * tw == w:
-        return shuffled.reshape(n, c, h, w)
+        return shuffled
     out = image.index_select(0, rows)
-    out[..., : grid_rows * th, : grid_cols * tw] = shuffled.reshape(n, c, grid_rows * th, grid_cols * tw)
+    out[..., : grid_rows * th, : grid_cols * tw] = shuffled
     return out
 
 

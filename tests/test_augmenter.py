@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -176,3 +177,72 @@ def test_bad_arguments():
         SquareDefect(p=1.5)
     with pytest.raises(ValueError, match="either seed or generator"):
         SquareDefect(seed=1, generator=torch.Generator())
+
+
+@pytest.mark.parametrize(
+    ("sample", "error", "text"),
+    [
+        (torch.full((3, 8, 8), float("nan")), ValueError, "must lie in [0, 1]"),
+        ((gradient_image(), torch.zeros(32, 40, dtype=torch.uint8)), TypeError, "must be a tv_tensors.Mask"),
+        ({"image": torch.stack([gradient_image()] * 2), "label": 0}, TypeError, "tensor of shape (2,)"),
+    ],
+)
+def test_more_bad_input(sample, error, text):
+    augmenter = SquareDefect(seed=0)
+    state = augmenter.generator.get_state()
+    with pytest.raises(error) as info:
+        augmenter(sample)
+    assert text in str(info.value)
+    assert torch.equal(augmenter.generator.get_state(), state), "nothing may be drawn for a rejected sample"
+
+
+def test_numpy_labels_are_accepted():
+    out = SquareDefect(seed=0)({"image": gradient_image(), "label": np.int64(0)})
+    assert out["label"] == 1 and isinstance(out["label"], np.int64)
+
+
+def test_no_sample_and_bad_constructor_arguments():
+    with pytest.raises(TypeError, match="needs a sample"):
+        SquareDefect(seed=0)()
+    with pytest.raises(TypeError, match="must be a torch.Generator"):
+        SquareDefect(generator=1)
+    with pytest.raises(TypeError):
+        SquareDefect(seed=1.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_other_float_dtypes_keep_outside_pixels(dtype):
+    image = gradient_image(dtype=dtype)
+    out = SquareDefect(seed=2)({"image": image, "label": 0})
+    outside = ~out["mask"].bool()
+    assert out["image"].dtype == dtype and torch.equal(out["image"][:, outside], image[:, outside])
+
+
+class _Broken(SquareDefect):
+    def __init__(self, fault, **kwargs):
+        super().__init__(**kwargs)
+        self.fault = fault
+
+    def transform(self, image, params):
+        made, mask = super().transform(image, params)
+        if self.fault == "returns_input":
+            return image, mask
+        if self.fault == "uint8_mask":
+            return made, mask.to(torch.uint8)
+        if self.fault == "nan":
+            return made.fill_(float("nan")), mask
+        return made[:, :, :-1], mask
+
+
+def test_transform_that_returns_its_input_leaves_the_caller_tensor_alone():
+    image = gradient_image(dtype=torch.float32)
+    before = image.clone()
+    out = _Broken("returns_input", seed=0)(image)
+    assert torch.equal(out, before) and torch.equal(image, before)
+
+
+@pytest.mark.parametrize(("fault", "text"), [("uint8_mask", "bool mask"), ("nan", "NaN or infinite"),
+                                             ("shape", "an image of shape")])
+def test_transform_contract_violations_name_the_augmenter(fault, text):
+    with pytest.raises(ValueError, match=rf"_Broken\.transform .*{text}"):
+        _Broken(fault, seed=0)(gradient_image(dtype=torch.float32))

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
@@ -17,7 +19,9 @@ from helpers import TOY_MODULE, gradient_image, make_distribution
 
 import inout_aug
 from inout_aug import registry
+from inout_aug.generate import GenerationJob
 from inout_aug.io import read_image, write_png
+from inout_aug.surfaces import make_surfaces
 from inout_aug_cli.main import cli
 
 
@@ -216,3 +220,93 @@ def test_generate_on_real_magnetic_tiles(magnetic_tile, tmp_path):
     for record in map(json.loads, (out / "manifest.jsonl").read_text().splitlines()):
         image, source = read_image(out / record["image"]), read_image(record["source"])
         assert image.shape == source.shape and image.shape[0] == 1
+
+
+def test_outputs_get_the_usual_file_permissions(normals, tmp_path):
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "1").exit_code == 0
+    finally:
+        os.umask(old)
+    for path in (out / "images" / "000000.png", out / "masks" / "000000.png", out / "manifest.jsonl"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_a_folder_in_use_is_refused(normals, tmp_path):
+    out = tmp_path / "out"
+    with GenerationJob("memseg", normals, out, n=2):
+        result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "2")
+    assert result.exit_code != 0 and "another run is writing to" in result.output
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "2").exit_code == 0
+
+
+def test_fewer_outputs_than_the_folder_holds_is_refused(normals, tmp_path):
+    out = tmp_path / "out"
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "4").exit_code == 0
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "2")
+    assert result.exit_code != 0 and "already holds 4 outputs" in result.output and "use -n 4" in result.output
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "7").exit_code == 0
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 7
+
+
+def test_outputs_inside_the_input_folder_are_not_inputs(normals, tmp_path):
+    out = normals / "out"
+    for n in ("3", "9"):
+        assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", n).exit_code == 0
+    sources = {json.loads(line)["source"] for line in (out / "manifest.jsonl").read_text().splitlines()}
+    assert len(sources) == 6 and not any("/out/" in s for s in sources)
+    assert all(Path(s).is_absolute() for s in sources)
+
+
+def test_a_changed_input_folder_is_refused(normals, tmp_path):
+    out = tmp_path / "out"
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "2").exit_code == 0
+    (normals / "n0.png").unlink()
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "4")
+    assert result.exit_code != 0 and "changed since the run" in result.output
+
+
+def test_stale_temporary_files_and_malformed_records_are_cleaned(normals, tmp_path):
+    out = tmp_path / "out"
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "2").exit_code == 0
+    (out / "images" / ".000002.png.abc.tmp").write_bytes(b"half")
+    with open(out / "manifest.jsonl", "a") as manifest:
+        manifest.write('7\n{"index": 5}\n{"index": 3, "image": "images/0000')
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "3").exit_code == 0
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert [json.loads(line)["index"] for line in (out / "manifest.jsonl").read_text().splitlines()] == [0, 1, 2]
+
+
+def test_corrupt_run_file_is_named(normals, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text("")
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "1")
+    assert result.exit_code != 0 and "run.json is corrupt" in result.output
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    ramp = (np.arange(32 * 48).reshape(32, 48) * 40).astype(np.uint16)
+    PIL.Image.fromarray(ramp).save(tmp_path / "deep.png")
+    image = read_image(tmp_path / "deep.png")
+    assert image.shape == (1, 32, 48) and image.dtype == torch.uint8
+    assert torch.equal(image[0], torch.from_numpy(np.round(ramp / 65535 * 255).astype(np.uint8)))
+
+
+def test_preview_of_a_plain_folder_skips_its_own_sheet(normals):
+    for _ in range(2):
+        assert run("preview", str(normals), "--columns", "10").exit_code == 0
+    assert read_image(normals / "preview.png").shape[-1] == 6 * 164 + 4
+
+
+def test_demo_surfaces_depend_only_on_seed_and_index():
+    assert torch.equal(make_surfaces(4, size=(32, 32))[:2], make_surfaces(2, size=(32, 32)))
+
+
+@pytest.mark.parametrize("args", [["preview", ".", "--limit", "0"], ["preview", ".", "--columns", "0"],
+                                  ["demo", "-n", "0"], ["generate", "-a", "memseg", "-i", ".", "-o", "o",
+                                                        "--seed", str(2**64)]])
+def test_out_of_range_options_are_usage_errors(args):
+    result = run(*args)
+    assert result.exit_code == 2 and "Invalid value" in result.output

@@ -32,7 +32,3 @@ def test_dependencies_are_version_ranges():
     for requirement in PROJECT["project"]["dependencies"]:
         assert re.search(r">=|~=", requirement) and "==" not in requirement, requirement
 
-
-def test_builtins_are_entry_points():
-    declared = PROJECT["project"]["entry-points"]["inout_aug.augmenters"]
-    assert declared["memseg"] == "inout_aug.memseg:MemSegRegion"

@@ -103,3 +103,49 @@ def test_unknown_name_and_unknown_parameter_errors():
         registry.get("nope")
     with pytest.raises(TypeError, match=r"has no parameter 'bogus'; valid: .*seed"):
         inout_aug.create("memseg", bogus=1)
+
+
+def test_one_class_under_two_names_keeps_each_name(site):
+    make_distribution(site, "fake-toy", "fake_toy", TOY_MODULE, {"toy_a": "fake_toy:Toy", "toy_b": "fake_toy:Toy"})
+    assert inout_aug.create("toy_a").name == "toy_a" and inout_aug.create("toy_b").name == "toy_b"
+
+
+def test_self_registration_of_a_reexported_plugin_class_is_no_clash(site):
+    package = site / "fake_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from fake_pkg.impl import PkgToy\n")
+    (package / "impl.py").write_text(
+        "import torch\nfrom inout_aug import Augmenter, register\n\n"
+        "@register(name='pkgtoy')\nclass PkgToy(Augmenter):\n    '''Registers itself too.'''\n")
+    make_distribution(site, "fake-pkg", "fake_pkg_unused", "", {"pkgtoy": "fake_pkg:PkgToy"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cls = registry.get("pkgtoy")
+        registry.refresh()
+        assert registry.get("pkgtoy") is cls
+
+
+def test_register_needs_a_name_of_its_own(site):
+    class Child(SquareDefect):
+        pass
+
+    with pytest.raises(ValueError, match="has no name"):
+        registry.register(Child)
+    registry.register(Child, name="child")
+    assert registry.get("child") is Child and inout_aug.create("child").name == "child"
+
+
+def test_constructors_taking_kwargs(site):
+    @registry.register(name="kw")
+    class Keywords(SquareDefect):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    assert inout_aug.create("kw", p=0.5, size=2).size == 2
+    assert "kwargs" not in registry.parameters("kw") and "args" not in registry.parameters("kw")
+
+
+def test_entry_is_an_exact_lookup():
+    assert registry.entry("memseg").name == "memseg"
+    with pytest.raises(KeyError, match="unknown augmenter 'mem\\*'"):
+        registry.entry("mem*")
