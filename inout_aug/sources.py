@@ -13,15 +13,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import PIL.Image
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from inout_aug.io import IMAGE_SUFFIXES, read_image
 from inout_aug.noise import perlin_noise, random_gradients, rotated_view
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
 
 def uniform(
     shape: Sequence[int], low: float, high: float, generator: torch.Generator, device: torch.device
@@ -110,21 +107,16 @@ class TextureFolder(AnomalySource):
 
     def _decode(self, i: int) -> torch.Tensor:
         if i not in self._decoded:
-            file = self.files[i]
-            try:
-                with PIL.Image.open(file) as picture:
-                    self._decoded[i] = TF.pil_to_tensor(picture.convert("RGB"))
-            except (OSError, ValueError) as error:
-                raise ValueError(
-                    f"cannot read texture {str(file)!r} ({error}): remove or replace the file"
-                ) from error
+            self._decoded[i] = read_image(self.files[i])
         return self._decoded[i]
 
     @staticmethod
     def _resize(texture: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
         h, w, c = size
         resized = TF.resize(texture, [h, w], antialias=True)
-        return TF.rgb_to_grayscale(resized) if c == 1 else resized
+        if resized.shape[0] == c:
+            return resized
+        return TF.rgb_to_grayscale(resized) if c == 1 else resized.expand(c, h, w)
 
 
 class ProceduralTexture(AnomalySource):
