@@ -95,8 +95,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"machine": machine, "size": SIZE, "rows": rows}, indent=2))
     table = ["| device | batch | method | images/s | × anomalib (textures) |", "| --- | --- | --- | --- | --- |"]
-    table += [f"| {r['device']} | {r['batch']} | {r['method']} | {r['images_per_s']:,.0f} | {r['vs_anomalib_textures']} |"
-              for r in rows]
+    table += [f"| {r['device']} | {r['batch']} | {r['method']} | {r['images_per_s']:,.0f} "
+              f"| {r['vs_anomalib_textures']} |" for r in rows]
     args.out.with_suffix(".md").write_text(
         f"256×256 RGB, {machine['threads']} CPU threads, torch {machine['torch']}, GPU: {machine['gpu']}\n\n"
         + "\n".join(table) + "\n")

@@ -171,7 +171,7 @@ class Augmenter(Transform):
             raise ValueError(f"{where} returned an image of shape {tuple(image.shape)}, expected {tuple(work.shape)}")
         if mask.dtype != torch.bool or tuple(mask.shape) != (n, h, w):
             raise ValueError(f"{where} must return an ({n}, {h}, {w}) bool mask, got {mask.dtype} {tuple(mask.shape)}")
-        if not torch.isfinite(image.sum()):
+        if not torch.isfinite(image.sum(dtype=torch.float32)):  # float32: a float16 sum overflows
             raise ValueError(f"{where} returned NaN or infinite pixel values")
 
     def extra_repr(self) -> str:

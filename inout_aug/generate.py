@@ -118,7 +118,9 @@ class GenerationJob:
         if run_file.exists():
             try:
                 previous = json.loads(run_file.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                if not isinstance(previous, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
                 raise GenerationError(f"{run_file} is corrupt ({exc}); delete it or use another --out") from exc
             if previous.get("sources") != settings["sources"] and previous.get("input") == settings["input"]:
                 raise GenerationError(

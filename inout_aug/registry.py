@@ -198,7 +198,8 @@ def create(name: str, **params: Any) -> Augmenter:
     """Build augmenter ``name`` with ``params``; an unknown parameter raises ``TypeError`` listing the valid ones."""
     cls = get(name)
     accepted = set(parameters(name))
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+    signature = inspect.signature(cls.__init__)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     unknown = sorted(set(params) - accepted)
     if unknown and not takes_any:
         raise TypeError(

@@ -278,10 +278,11 @@ def test_stale_temporary_files_and_malformed_records_are_cleaned(normals, tmp_pa
     assert [json.loads(line)["index"] for line in (out / "manifest.jsonl").read_text().splitlines()] == [0, 1, 2]
 
 
-def test_corrupt_run_file_is_named(normals, tmp_path):
+@pytest.mark.parametrize("content", ["", "7", "{not json"])
+def test_corrupt_run_file_is_named(normals, tmp_path, content):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "run.json").write_text("")
+    (out / "run.json").write_text(content)
     result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "1")
     assert result.exit_code != 0 and "run.json is corrupt" in result.output
 
