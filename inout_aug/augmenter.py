@@ -179,7 +179,7 @@ class Augmenter(Transform):
 
 
 def _to_float(image: torch.Tensor) -> torch.Tensor:
-    return image.float().div_(255) if image.dtype == torch.uint8 else image
+    return image.div(255) if image.dtype == torch.uint8 else image  # true division: float32 in one pass
 
 
 def _paste(work: torch.Tensor, made: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -109,7 +109,10 @@ class MemSegRegion(Augmenter):
         for k, maker in enumerate(self.sources):
             rows = (source == k).nonzero().flatten()
             if len(rows):
-                subset = image.index_select(0, rows)
+                if maker.uses_pixels:
+                    subset = image.index_select(0, rows)
+                else:
+                    subset = image.new_empty(()).expand(len(rows), *image.shape[1:])
                 drawn = maker.draw(subset, self.generator)
                 if drawn.shape != subset.shape:
                     raise ValueError(

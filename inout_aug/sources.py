@@ -46,6 +46,10 @@ def grey(image: torch.Tensor) -> torch.Tensor:
 class AnomalySource(ABC):
     """Makes the source image A that MemSeg blends into the defect region."""
 
+    #: False for sources that read only the batch's shape and device (textures): they are then given a
+    #: placeholder of that shape that holds no pixels, which saves copying the images.
+    uses_pixels: bool = True
+
     @abstractmethod
     def draw(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """An (N, C, H, W) float source in [0, 1] for a float (N, C, H, W) batch in [0, 1], on its device."""
@@ -79,6 +83,8 @@ class TextureFolder(AnomalySource):
             )
         self._decoded: dict[int, torch.Tensor] = {}
         self._resized: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    uses_pixels = False
 
     def __repr__(self) -> str:
         return f"TextureFolder({str(self.path)!r}, {len(self.files)} images)"
@@ -125,6 +131,8 @@ class ProceduralTexture(AnomalySource):
     Kinds: fractal Perlin noise (4 octaves), stripes, checks and blobs (thresholded noise); stripes and
     checks have a random period, orientation and edge sharpness. The offline stand-in for DTD.
     """
+
+    uses_pixels = False
 
     def draw(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, c, h, w = image.shape
