@@ -49,7 +49,8 @@ def preview_folder(folder: str | os.PathLike, out: str | os.PathLike, limit: int
         pairs = [(root / r["image"], root / r["mask"]) for _, r in sorted(records.items())]
     else:
         images_dir = root / "images" if (root / "images").is_dir() else root
-        shown = [p for p in list_images(images_dir) if p.resolve() != Path(out).resolve() and p.parent.name != "masks"]
+        sheet = Path(out).resolve()
+        shown = [p for p in list_images(images_dir) if p.resolve() != sheet and p.parent.name != "masks"]
         pairs = [(p, root / "masks" / p.name) for p in shown]
     pairs = pairs[:limit]
     images = [read_image(image) for image, _ in pairs]

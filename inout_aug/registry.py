@@ -188,18 +188,22 @@ def get(name: str) -> type[Augmenter]:
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
+def _init_parameters(cls: type) -> list[inspect.Parameter]:
+    """The constructor's parameters after ``self``."""
+    return list(inspect.signature(cls.__init__).parameters.values())[1:]
+
+
 def parameters(name: str) -> dict[str, inspect.Parameter]:
     """The named constructor parameters of augmenter ``name`` (no ``self``, ``*args`` or ``**kwargs``)."""
-    signature = inspect.signature(get(name).__init__)
-    return {key: p for key, p in list(signature.parameters.items())[1:] if p.kind not in _VARIADIC}
+    return {p.name: p for p in _init_parameters(get(name)) if p.kind not in _VARIADIC}
 
 
 def create(name: str, **params: Any) -> Augmenter:
     """Build augmenter ``name`` with ``params``; an unknown parameter raises ``TypeError`` listing the valid ones."""
     cls = get(name)
-    accepted = set(parameters(name))
-    signature = inspect.signature(cls.__init__)
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    signature = _init_parameters(cls)
+    accepted = {p.name for p in signature if p.kind not in _VARIADIC}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature)
     unknown = sorted(set(params) - accepted)
     if unknown and not takes_any:
         raise TypeError(

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from inout_aug.io import IMAGE_SUFFIXES, read_image
+from inout_aug.io import IMAGE_SUFFIXES, list_images, read_image
 from inout_aug.noise import perlin_noise, random_gradients, rotated_view
 
 def uniform(
@@ -66,6 +66,8 @@ class TextureFolder(AnomalySource):
     texture used so far, decoded, plus one resized copy per target size.
     """
 
+    uses_pixels = False
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_dir():
@@ -73,18 +75,15 @@ class TextureFolder(AnomalySource):
                 f"texture folder {str(self.path)!r} does not exist: give a folder of texture images "
                 "(e.g. the DTD images) or textures=None for procedural textures"
             )
-        self.files = sorted(
-            f for f in self.path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-        )
-        if not self.files:
+        try:
+            self.files = list_images(self.path)
+        except FileNotFoundError:
             raise FileNotFoundError(
                 f"texture folder {str(self.path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}): "
                 "put texture images there or use textures=None for procedural textures"
-            )
+            ) from None
         self._decoded: dict[int, torch.Tensor] = {}
         self._resized: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    uses_pixels = False
 
     def __repr__(self) -> str:
         return f"TextureFolder({str(self.path)!r}, {len(self.files)} images)"
