@@ -10,15 +10,9 @@ import torch
 
 from inout_aug.augmenter import Augmenter
 from inout_aug.noise import perlin_noise, random_gradients
-from inout_aug.sources import (
-    AnomalySource,
-    ProceduralTexture,
-    StructuralSource,
-    TextureFolder,
-    grey,
-    randint,
-    uniform,
-)
+from inout_aug.sample import as_float
+from inout_aug.sources import AnomalySource, ProceduralTexture, TextureFolder, grey, randint, uniform
+from inout_aug.structural import StructuralSource
 
 
 class MemSegRegion(Augmenter):
@@ -49,6 +43,7 @@ class MemSegRegion(Augmenter):
     """
 
     name = "memseg"
+    keeps_outside = True
 
     def __init__(
         self,
@@ -105,32 +100,20 @@ class MemSegRegion(Augmenter):
         delta = uniform((n,), *self.delta_range, self.generator, image.device)
         weights = self.source_weights.to(self.generator.device)
         source = torch.multinomial(weights, n, replacement=True, generator=self.generator).to(image.device)
-        anomaly = torch.empty_like(image)
-        for k, maker in enumerate(self.sources):
-            rows = (source == k).nonzero().flatten()
-            if len(rows):
-                if maker.uses_pixels:
-                    subset = image.index_select(0, rows)
-                else:
-                    subset = image.new_empty(()).expand(len(rows), *image.shape[1:])
-                drawn = maker.draw(subset, self.generator)
-                if drawn.shape != subset.shape:
-                    raise ValueError(
-                        f"{maker!r}.draw returned shape {tuple(drawn.shape)} for images of shape "
-                        f"{tuple(subset.shape)}: an anomaly source must return the images' shape"
-                    )
-                anomaly.index_copy_(0, rows, drawn.to(anomaly.dtype))
+        anomaly = self._draw_anomaly(image, source)
         return {
             "mask": mask, "anomaly": anomaly,
             "exponents": exponents, "angle": angle, "delta": delta, "source": source,
         }
 
     def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        # δ·A + (1 − δ)·I everywhere, written over A (ours); the base class keeps I outside M bit for bit,
-        # which completes I' = (1 − M)⊙I + δ·(M⊙A) + (1 − δ)·(M⊙I).
-        anomaly = params["anomaly"]
-        delta = params["delta"].view(-1, 1, 1, 1).to(anomaly)
-        return torch.lerp(image.to(anomaly.dtype), anomaly, delta, out=anomaly), params["mask"]
+        # I' = lerp(I, A, δ·M) = (1 − M)⊙I + δ·(M⊙A) + (1 − δ)·(M⊙I) in one pass, written over A (ours).
+        # Outside M the weight is 0 and lerp returns I bit for bit (keeps_outside).
+        dtype = torch.promote_types(image.dtype, torch.float32)  # float64 input keeps its precision
+        anomaly = as_float(params["anomaly"]).to(dtype)
+        mask = params["mask"]
+        weight = mask[:, None].to(dtype).mul_(params["delta"].view(-1, 1, 1, 1).to(anomaly))
+        return torch.lerp(image.to(dtype), anomaly, weight, out=anomaly), mask
 
     def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
         out = super().describe(params, index, n)
@@ -143,6 +126,35 @@ class MemSegRegion(Augmenter):
             f"threshold={self.threshold}, delta_range={self.delta_range}, sources={self.sources}, "
             f"weights={self.source_weights.tolist()}, foreground={self.foreground!r}"
         )
+
+    def _draw_anomaly(self, image: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) anomaly images of our own, row i from source ``source[i]``; uint8 when the sources give uint8."""
+        drawn = []
+        for k, maker in enumerate(self.sources):
+            rows = (source == k).nonzero().flatten()
+            if not len(rows):
+                continue
+            every = len(rows) == len(image)
+            if maker.uses_pixels:
+                subset = image if every else image.index_select(0, rows)
+            else:
+                subset = image.new_empty(()).expand(len(rows), *image.shape[1:])
+            made = maker.draw(subset, self.generator)
+            if made.shape != subset.shape or not (made.dtype == torch.uint8 or made.is_floating_point()):
+                raise ValueError(
+                    f"{maker!r}.draw returned {made.dtype} of shape {tuple(made.shape)} for images of shape "
+                    f"{tuple(subset.shape)}: an anomaly source must return uint8 or float images of that shape"
+                )
+            if made.untyped_storage().data_ptr() == image.untyped_storage().data_ptr():
+                made = made.clone()  # a source that hands back its input: transform writes over the anomaly
+            if every and made.dtype in (torch.uint8, image.dtype) and made.is_contiguous():
+                return made
+            drawn.append((rows, made))
+        as_bytes = all(made.dtype == torch.uint8 for _, made in drawn)
+        anomaly = torch.empty(image.shape, dtype=torch.uint8 if as_bytes else image.dtype, device=image.device)
+        for rows, made in drawn:
+            anomaly.index_copy_(0, rows, made if as_bytes else as_float(made).to(image.dtype))
+        return anomaly
 
     def _draw_masks(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Perlin masks (N, H, W) bool with their exponents (N, 2) and angles (N,), empty ones redrawn."""
@@ -161,11 +173,15 @@ class MemSegRegion(Augmenter):
             drawn_angle = uniform((k,), -self.rotation, self.rotation, self.generator, device)
             gradients = random_gradients(k, (lattice, lattice), self.generator).to(device)
             rotation = drawn_angle if self.rotation else None
-            drawn = perlin_noise((h, w), 2**drawn_exponents, gradients, rotation) > self.threshold
-            if region is not None:
+            noise = perlin_noise((h, w), 2**drawn_exponents, gradients, rotation)
+            drawn = noise > self.threshold
+            if region is None:
+                empty = noise.flatten(1).amax(1) <= self.threshold  # far faster than any() over the mask
+            else:
                 drawn &= region[todo]
+                empty = drawn.view(torch.uint8).flatten(1).amax(1) == 0
             mask[todo], exponents[todo], angle[todo] = drawn, drawn_exponents, drawn_angle
-            todo = todo[~drawn.flatten(1).any(1)]
+            todo = todo[empty]
             if not len(todo):
                 break
         return mask, exponents, angle

@@ -58,6 +58,15 @@ def check_image(image: torch.Tensor) -> None:
             )
 
 
+def as_float(image: torch.Tensor) -> torch.Tensor:
+    """A float32 copy of a uint8 image, exactly ``image / 255``; a float image as it is.
+
+    ``float().div_()`` rather than ``div()``: one float buffer instead of two (on CPU, large temporaries
+    are costly to allocate).
+    """
+    return image.float().div_(255) if image.dtype == torch.uint8 else image
+
+
 def check_mask(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """Validate a mask against a (B, C, H, W) image; return it as (B, H, W) bool."""
     if not isinstance(mask, torch.Tensor):

@@ -2,8 +2,8 @@
 
 An :class:`AnomalySource` turns a float (N, C, H, W) batch in [0, 1] into an (N, C, H, W) source image
 batch, drawing all its randomness from the torch.Generator it is given. MemSeg uses two: a texture
-(:class:`TextureFolder`, or :class:`ProceduralTexture` offline) and :class:`StructuralSource`. A plugin adds
-its own by subclassing :class:`AnomalySource`.
+(:class:`TextureFolder`, or :class:`ProceduralTexture` offline) and the structural source
+(:mod:`inout_aug.structural`). A plugin adds its own by subclassing :class:`AnomalySource`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from inout_aug.io import IMAGE_SUFFIXES, list_images, read_image
-from inout_aug.noise import perlin_noise, random_gradients, rotated_view
+from inout_aug.noise import perlin_noise, random_gradients
+
 
 def uniform(
     shape: Sequence[int], low: float, high: float, generator: torch.Generator, device: torch.device
@@ -52,7 +52,8 @@ class AnomalySource(ABC):
 
     @abstractmethod
     def draw(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """An (N, C, H, W) float source in [0, 1] for a float (N, C, H, W) batch in [0, 1], on its device."""
+        """An (N, C, H, W) source, uint8 (0-255) or float in [0, 1], for a float (N, C, H, W) batch in [0, 1],
+        on its device: a new tensor, which the caller may overwrite."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -91,7 +92,7 @@ class TextureFolder(AnomalySource):
     def draw(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, c, h, w = image.shape
         index = randint(0, len(self.files), (n,), generator, image.device)
-        return self._textures((h, w, c), image.device, index).float().div_(255)
+        return self._textures((h, w, c), image.device, index)
 
     def _textures(
         self, size: tuple[int, int, int], device: torch.device, index: torch.Tensor
@@ -204,160 +205,3 @@ def _normalise(field: torch.Tensor) -> torch.Tensor:
 
 
 _PATTERNS: tuple[Callable[..., torch.Tensor], ...] = (_fractal, _stripes, _checks, _blobs)
-
-
-class StructuralSource(AnomalySource):
-    """MemSeg's structural source: ``ops`` random photometric/geometric operations of the image itself, then
-    its grid of tiles shuffled.
-
-    The ten operations (``ops`` distinct ones per sample, applied in random order): gamma contrast
-    (0.5..2, per channel), brightness (x0.8..1.2, +-30/255), sharpness (factor 0..2), hue (+-70 deg) and
-    saturation (x0.8..1.2), solarize (probability 0.5, threshold 32..128/255), posterize (1..8 bits), invert,
-    autocontrast, equalize, rotation (+-45 deg, zero fill). The image is then cut into ``grid`` (rows,
-    cols) tiles that are shuffled per sample; rows and columns left over when the size does not divide
-    stay in place.
-    """
-
-    def __init__(self, ops: int = 3, grid: tuple[int, int] = (8, 8)):
-        if not 0 <= int(ops) <= len(_OPERATIONS):
-            raise ValueError(f"ops must be between 0 and {len(_OPERATIONS)}, got {ops}")
-        if len(grid) != 2 or min(grid) < 1:
-            raise ValueError(f"grid must be (rows, cols) of positive integers, got {grid!r}")
-        self.ops = int(ops)
-        self.grid = (int(grid[0]), int(grid[1]))
-
-    def __repr__(self) -> str:
-        return f"StructuralSource(ops={self.ops}, grid={self.grid})"
-
-    def draw(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n = len(image)
-        order = torch.rand((n, len(_OPERATIONS)), generator=generator, device=generator.device).argsort(1)
-        order = order[:, : self.ops].to(image.device)
-        # Per step, rows are regrouped by operation (one copy), so each operation works on a contiguous view
-        # of a buffer of our own; ``origin`` follows which input row each row holds.
-        current, origin = image, torch.arange(n, device=image.device)
-        for step in range(self.ops):
-            kinds = order[origin, step]
-            grouped = kinds.argsort(stable=True)
-            current, origin = current.index_select(0, grouped), origin[grouped]
-            start = 0
-            for operation, count in zip(_OPERATIONS, torch.bincount(kinds, minlength=len(_OPERATIONS)).tolist()):
-                if count:
-                    rows = current[start:start + count]
-                    result = operation(rows, generator)
-                    if result is not rows:
-                        rows.copy_(result)
-                    start += count
-        return shuffle_tiles(current, self.grid, generator, rows=origin.argsort())
-
-
-def shuffle_tiles(
-    image: torch.Tensor, grid: tuple[int, int], generator: torch.Generator, rows: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Cut each image of an (N, C, H, W) batch into ``grid`` tiles and put them back in a random order.
-
-    ``rows`` (N,) optionally reorders the batch in the same pass: output image i is made from ``image[rows[i]]``.
-    """
-    n, c, h, w = image.shape
-    grid_rows, grid_cols = min(grid[0], h), min(grid[1], w)
-    th, tw = h // grid_rows, w // grid_cols
-    tiles = grid_rows * grid_cols
-    order = torch.rand((n, tiles), generator=generator, device=generator.device).argsort(1).to(image.device)
-    rows = torch.arange(n, device=image.device) if rows is None else rows
-    # One pass: copy each tile row (tw pixels) of the output from its source, indexed in the (n, c, grid_rows,
-    # th, grid_cols, tw) layout, so the result comes out in image layout with no permute.
-    src_b = rows[:, None, None, None, None]
-    src_tile = order.view(n, 1, grid_rows, 1, grid_cols)
-    channel = torch.arange(c, device=image.device).view(1, c, 1, 1, 1)
-    line = torch.arange(th, device=image.device).view(1, 1, 1, th, 1)
-    src_i, src_j = src_tile // grid_cols, src_tile % grid_cols
-    index = (((src_b * c + channel) * grid_rows + src_i) * th + line) * grid_cols + src_j
-    body = image[..., : grid_rows * th, : grid_cols * tw].reshape(-1, tw)
-    shuffled = body.index_select(0, index.flatten()).view(n, c, grid_rows * th, grid_cols * tw)
-    if grid_rows * th == h and grid_cols * tw == w:
-        return shuffled
-    out = image.index_select(0, rows)
-    out[..., : grid_rows * th, : grid_cols * tw] = shuffled
-    return out
-
-
-# -- the ten operations: (n, C, H, W) float in [0, 1] -> the same, with per-sample parameters; ``x`` is a view
-# -- of StructuralSource.draw's own buffer, so it may be changed in place (and returned). ---------------------
-
-
-def _gamma(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return x.clamp_(0, 1).pow_(uniform((len(x), x.shape[1], 1, 1), 0.5, 2.0, g, x.device))
-
-
-def _brightness(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    scale = uniform((len(x), 1, 1, 1), 0.8, 1.2, g, x.device)
-    shift = uniform((len(x), 1, 1, 1), -30 / 255, 30 / 255, g, x.device)
-    return x.mul_(scale).add_(shift).clamp_(0, 1)
-
-
-def _sharpness(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """PIL's sharpness: blend with the image smoothed by 1 1 1 / 1 5 1 / 1 1 1 (borders kept), factor 0..2."""
-    factor = uniform((len(x), 1, 1, 1), 0.0, 2.0, g, x.device)
-    if min(x.shape[-2:]) < 3:
-        return x
-    inner = x[..., 1:-1, 1:-1]
-    across = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]  # a separable 3x3 box sum
-    box = across[..., :-2, :] + across[..., 1:-1, :] + across[..., 2:, :]
-    smooth = box.add_(inner, alpha=4).div_(13)
-    inner.copy_(smooth.lerp_(inner, factor).clamp_(0, 1))
-    return x
-
-
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
-
-
-def _hue_saturation(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Rotate the chroma plane (YIQ) by a hue angle and scale it by a saturation factor."""
-    if x.shape[1] == 1:
-        return x
-    angle = uniform((len(x),), -70.0, 70.0, g, x.device).mul_(math.pi / 180)
-    saturation = uniform((len(x),), 0.8, 1.2, g, x.device)
-    chroma = torch.zeros((len(x), 3, 3), device=x.device)
-    chroma[:, 0, 0] = 1
-    chroma[:, 1, 1] = chroma[:, 2, 2] = angle.cos() * saturation
-    chroma[:, 1, 2] = -angle.sin() * saturation
-    chroma[:, 2, 1] = angle.sin() * saturation
-    matrix = _YIQ_TO_RGB.to(x.device) @ chroma @ _RGB_TO_YIQ.to(x.device)
-    return torch.einsum("nij,njhw->nihw", matrix, x).clamp_(0, 1)
-
-
-def _solarize(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    applied = uniform((len(x), 1, 1, 1), 0.0, 1.0, g, x.device) < 0.5
-    threshold = uniform((len(x), 1, 1, 1), 32 / 255, 128 / 255, g, x.device)
-    flip = (applied & (x >= threshold)).to(x.dtype)
-    return torch.lerp(x, 1 - x, flip)  # exact on both sides, and faster than torch.where on CPU
-
-
-def _posterize(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    step = 2.0 ** (8 - randint(1, 9, (len(x), 1, 1, 1), g, x.device))
-    return x.mul_(255).round_().div_(step).floor_().mul_(step / 255)
-
-
-def _invert(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return x.neg_().add_(1)
-
-
-def _autocontrast(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return TF.autocontrast(x)
-
-
-def _equalize(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return TF.equalize(x)
-
-
-def _rotate(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    angle = uniform((len(x),), -45.0, 45.0, g, x.device)
-    size = (x.shape[2], x.shape[3])
-    return rotated_view(x, angle, size, size, padding_mode="zeros")
-
-
-_OPERATIONS: tuple[Callable[[torch.Tensor, torch.Generator], torch.Tensor], ...] = (
-    _gamma, _brightness, _sharpness, _hue_saturation, _solarize,
-    _posterize, _invert, _autocontrast, _equalize, _rotate,
-)

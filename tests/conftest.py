@@ -14,7 +14,7 @@ def _data_folder(variable: str, what: str) -> Path:
     path = os.environ.get(variable)
     if not path or not Path(path).is_dir():
         pytest.skip(f"{variable} is not set to the {what} folder")
-    return Path(path)
+    return Path(path).resolve()
 
 
 @pytest.fixture
