@@ -1,4 +1,4 @@
-"""The ``inout-aug`` command line: list, info, generate, preview, demo."""
+"""The ``inout-aug`` command line: list, info, info-data, generate, preview, demo."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import click
 
 import inout_aug
 from inout_aug import registry
+from inout_aug.data.layouts import LAYOUTS, format_summary, open_dataset
 from inout_aug.generate import GenerationError, GenerationJob
 from inout_aug.io import write_png
 from inout_aug.preview import preview_folder
@@ -23,6 +24,7 @@ from inout_aug.surfaces import make_surfaces
 # Errors that come from the user's input: shown as one line, without a traceback.
 USER_ERRORS = (OSError, ValueError, TypeError, LookupError, GenerationError)
 SEED = click.IntRange(0, 2**63 - 1)
+LAYOUT_CHOICE = click.Choice(["auto", "images", *LAYOUTS])
 
 
 def _one_line_errors(command: Callable) -> Callable:
@@ -131,19 +133,44 @@ def info(name: str) -> None:
               help="Augmenter parameter, repeatable (see `inout-aug info NAME`).")
 @click.option("--textures", type=click.Path(path_type=Path), default=None,
               help="Folder of texture images (e.g. DTD) for augmenters with a `textures` parameter.")
+@click.option("--layout", type=LAYOUT_CHOICE, default="auto", show_default=True,
+              help="How to read --input: a dataset layout (detected by 'auto'), or 'images' for a plain folder.")
+@click.option("--split", default="train", show_default=True,
+              help="Dataset split whose normal images are augmented (dataset layouts only).")
+@click.option("--data-option", "-d", "data_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Dataset layout option, repeatable (e.g. category=bottle, fold=1, seed=0).")
 @_one_line_errors
 def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: int,
-             param_pairs: tuple[str, ...], textures: Path | None) -> None:
-    """Write defective images, masks and a manifest made from a folder of normal images.
+             param_pairs: tuple[str, ...], textures: Path | None, layout: str, split: str,
+             data_pairs: tuple[str, ...]) -> None:
+    """Write defective images, masks and a manifest made from normal images.
 
-    An interrupted run resumes where it stopped when run again with the same options.
+    --input is a plain folder of normal images, or a dataset (KolektorSDD2, KolektorSDD, MVTec AD, magnetic
+    tile, folder layout) whose normal images of --split are used. An interrupted run resumes where it
+    stopped when run again with the same options.
     """
     params = parse_params(param_pairs)
     if textures is not None:
         params["textures"] = str(textures.resolve())
-    with GenerationJob(augmenter, input_dir, out, n=n, seed=seed, params=params) as job:
+    with GenerationJob(augmenter, input_dir, out, n=n, seed=seed, params=params, layout=layout, split=split,
+                       data_options=parse_params(data_pairs)) as job:
+        if job.data["layout"] != "images":
+            click.echo(f"{job.data['layout']} dataset, split {split}: {len(job.sources)} normal images", err=True)
         _run(job)
     click.echo(f"{len(job.done)} outputs in {out} ({len(job.todo)} made now)")
+
+
+@cli.command("info-data")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--layout", type=click.Choice(["auto", *LAYOUTS]), default="auto", show_default=True)
+@click.option("--split", default="all", show_default=True, help="Split to describe: all, train or test.")
+@click.option("--data-option", "-d", "data_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Dataset layout option, repeatable (e.g. category=bottle, fold=1, test_fraction=0.3).")
+@_one_line_errors
+def info_data(path: Path, layout: str, split: str, data_pairs: tuple[str, ...]) -> None:
+    """Show the dataset at PATH: detected layout, images per class and label, image sizes."""
+    dataset = open_dataset(path, None if layout == "auto" else layout, split, **parse_params(data_pairs))
+    click.echo(format_summary(dataset.summary()))
 
 
 @cli.command()

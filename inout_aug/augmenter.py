@@ -107,15 +107,21 @@ class Augmenter(Transform):
         return out
 
     # -- machinery ----------------------------------------------------------------------------------
-    def reseed(self, seed: int) -> None:
-        """Restart the generator from ``seed`` (used by ``inout-aug generate`` for per-output seeds)."""
+    def reseed(self, seed: int, index: int | None = None) -> None:
+        """Restart the generator from ``seed`` (``inout-aug generate`` gives each output its own seed).
+
+        ``index`` is the output's place in a run (generate passes it), for augmenters that balance their
+        draws over a run; this one ignores it. Inside a DataLoader worker an explicit reseed also stands for
+        the worker's own reseeding.
+        """
         self.generator.manual_seed(int(seed))
+        info = get_worker_info()
+        self._worker_seed = None if info is None else info.seed
 
     def _reseed_for_worker(self) -> None:
         info = get_worker_info()
         if info is not None and info.seed != self._worker_seed:
-            self._worker_seed = info.seed
-            self.generator.manual_seed(mix_seed(self._base_seed, info.seed))
+            self.reseed(mix_seed(self._base_seed, info.seed))
 
     def _rand(self, *shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator, device=self.generator.device).cpu()

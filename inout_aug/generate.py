@@ -1,4 +1,4 @@
-"""Offline generation: apply a registered augmenter to a folder of normal images and write the results.
+"""Offline generation: apply a registered augmenter to normal images (a folder or a dataset) and write the results.
 
 The output folder holds ``images/`` and ``masks/`` (PNG, same file names), ``manifest.jsonl`` (one record
 per output: index, files, source image, augmenter, parameters, seed, drawn parameters) and ``run.json``
@@ -22,6 +22,7 @@ except ImportError:  # no flock on this platform: runs are not locked
 import torch
 
 from inout_aug.augmenter import mix_seed
+from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset
 from inout_aug.io import list_images, read_image, write_png, write_text
 from inout_aug.registry import create, parameters
 
@@ -60,16 +61,18 @@ class GenerationJob:
     """
 
     def __init__(self, augmenter: str, input: str | os.PathLike, out: str | os.PathLike,
-                 n: int | None = None, seed: int = 0, params: dict[str, Any] | None = None):
+                 n: int | None = None, seed: int = 0, params: dict[str, Any] | None = None,
+                 layout: str = "auto", split: str = "train", data_options: dict[str, Any] | None = None):
         self.out, root = _absolute(out), _absolute(input)
-        self.sources = [p for p in map(_absolute, list_images(root)) if not self._is_output(p)]
+        found, self.data = normal_images(root, layout, split, data_options)
+        self.sources = [p for p in map(_absolute, found) if not self._is_output(p)]
         if not self.sources:
             raise FileNotFoundError(f"no images in {root} besides the outputs in {self.out}")
         self.augmenter_name = augmenter
         self.params = dict(params or {})
         if "p" in parameters(augmenter):
             self.params.setdefault("p", 1.0)
-        self.augmenter = create(augmenter, **self.params)
+        self.augmenter = create(augmenter, **{"seed": int(seed), **self.params})
         self.seed = int(seed)
         self.n = len(self.sources) if n is None else int(n)
         if self.n < 0:
@@ -112,7 +115,7 @@ class GenerationJob:
         listing = "\n".join(str(p.relative_to(root)) for p in self.sources)
         settings = json.loads(json.dumps({
             "augmenter": self.augmenter_name, "params": self.params, "seed": self.seed, "input": str(root),
-            "sources": {"count": len(self.sources), "sha256": hashlib.sha256(listing.encode()).hexdigest()},
+            "data": self.data, "sources": {"count": len(self.sources), "sha256": hashlib.sha256(listing.encode()).hexdigest()},
         }))
         run_file = self.out / RUN_FILE
         if run_file.exists():
@@ -140,7 +143,7 @@ class GenerationJob:
         image = read_image(source)[None]
         for attempt in range(MAX_TRIES):
             seed = mix_seed(self.seed, index, attempt)
-            self.augmenter.reseed(seed)
+            self.augmenter.reseed(seed, index)
             result = self.augmenter.augment(image)
             if result.defect[0]:
                 break
@@ -158,6 +161,30 @@ class GenerationJob:
             manifest.write(json.dumps(record) + "\n")
         self.done[index] = record
         return record
+
+
+def normal_images(root: Path, layout: str = "auto", split: str = "train",
+                  options: dict[str, Any] | None = None) -> tuple[list[Path], dict[str, Any]]:
+    """The normal images to augment, and where they came from.
+
+    ``layout`` "auto" opens ``root`` as a dataset layout when it holds one (then the normal images of
+    ``split``), else as a plain folder; "images" always takes every image below ``root``; a layout name
+    (ksdd2, ksdd, mvtec, magnetic_tile, folder) insists on it. ``options`` go to the layout (e.g. category).
+    """
+    if layout == "auto":
+        try:
+            layout = detect_layout(root)
+        except LayoutError:
+            layout = "images"
+    if layout == "images":
+        if options:
+            raise ValueError(f"dataset options {sorted(options)} need a dataset layout, but {root} is a plain folder")
+        return list_images(root), {"layout": "images"}
+    dataset = open_dataset(root, layout, split, **(options or {}))
+    normals = [record.image for record in dataset.normals()]
+    if not normals:
+        raise LayoutError(f"split {split!r} of the {layout} dataset {root} holds no normal images to augment")
+    return normals, {"layout": layout, "split": split, "options": dataset.options()}
 
 
 def _absolute(path: str | os.PathLike) -> Path:

@@ -311,3 +311,52 @@ def test_demo_surfaces_depend_only_on_seed_and_index():
 def test_out_of_range_options_are_usage_errors(args):
     result = run(*args)
     assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    """A folder layout: 10 normal images and 4 defective ones with masks."""
+    root = tmp_path / "data"
+    for i in range(10):
+        write_png(gradient_image(h=40, w=48).roll(i * 5, -1), root / "normal" / f"n{i}.png")
+    for i in range(4):
+        write_png(gradient_image(h=40, w=48).roll(i, -2), root / "defect" / f"d{i}.png")
+        write_png(torch.ones(1, 40, 48, dtype=torch.uint8) * 255, root / "masks" / f"d{i}.png")
+    return root
+
+
+def test_info_data_prints_the_detected_layout_and_counts(dataset):
+    result = run("info-data", str(dataset), "--split", "train", "-d", "test_fraction=0.5")
+    assert result.exit_code == 0, result.output
+    assert "layout  folder" in result.output and "split   train (test_fraction=0.5, seed=0)" in result.output
+    assert "images  7: 5 normal (label 0), 2 defective (label 1)" in result.output
+    assert "H 40-40, W 48-48" in result.output
+    empty = dataset / "empty"
+    empty.mkdir()
+    result = run("info-data", str(empty))
+    assert result.exit_code == 1 and "no known layout" in result.output and "found: an empty folder" in result.output
+
+
+def test_generate_from_a_dataset_augments_the_normals_of_the_split(dataset, tmp_path):
+    out = tmp_path / "out"
+    result = run("generate", "-a", "memseg", "-i", str(dataset), "-o", str(out), "-n", "6", "-d", "test_fraction=0.5")
+    assert result.exit_code == 0, result.output
+    assert "folder dataset, split train: 5 normal images" in result.output
+    sources = {json.loads(line)["source"] for line in (out / "manifest.jsonl").read_text().splitlines()}
+    assert len(sources) == 5 and all("/normal/" in s for s in sources)
+    settings = json.loads((out / "run.json").read_text())
+    assert settings["data"] == {"layout": "folder", "split": "train", "options": {"test_fraction": 0.5, "seed": 0}}
+    plain = run("generate", "-a", "memseg", "-i", str(dataset), "-o", str(tmp_path / "all"), "-n", "1",
+                "--layout", "images")
+    assert plain.exit_code == 0 and "split train" not in plain.output
+
+
+def test_generate_with_in_out_mix(normals, tmp_path):
+    out = tmp_path / "out"
+    result = run("generate", "-a", "inout", "-i", str(normals), "-o", str(out), "-n", "6",
+                 "-p", "in_augmenter=memseg", "-p", "in_params={'texture_prob': 1.0}", "-p", "out_params={'texture_prob': 0.0}")
+    assert result.exit_code == 0, result.output
+    drawn = [json.loads(line)["drawn"] for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(d["side"] for d in drawn) == ["in"] * 3 + ["out"] * 3
+    assert {d["source"] for d in drawn if d["side"] == "in"} == {"ProceduralTexture"}
+    assert {d["source"] for d in drawn if d["side"] == "out"} == {"StructuralSource"}

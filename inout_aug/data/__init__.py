@@ -1,4 +1,4 @@
-"""Datasets on disk: the KolektorSDD2, KolektorSDD, MVTec AD, magnetic tile and folder layouts."""
+"""Datasets on disk (KolektorSDD2, KolektorSDD, MVTec AD, magnetic tile, folder), training sets, loading."""
 
 from inout_aug.data.layouts import (
     LAYOUTS,
@@ -16,6 +16,8 @@ from inout_aug.data.layouts import (
     open_dataset,
     stratified_split,
 )
+from inout_aug.data.loading import augment_batch, collate, make_loader
+from inout_aug.data.training import SETTINGS, TrainingSet
 
 __all__ = [
     "LAYOUTS",
@@ -32,4 +34,9 @@ __all__ = [
     "format_summary",
     "open_dataset",
     "stratified_split",
+    "SETTINGS",
+    "TrainingSet",
+    "augment_batch",
+    "collate",
+    "make_loader",
 ]

@@ -13,6 +13,7 @@ statement that no pixel is defective. Normal images have an all-False mask and `
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from abc import ABC, abstractmethod
@@ -67,7 +68,7 @@ class Layout(Dataset, ABC):
     mask_threshold: ClassVar[int] = 1
 
     def __init__(self, root: str | Path, split: str = "all", transform: Callable[[Sample], Any] | None = None):
-        self.root = Path(root).absolute()
+        self.root = Path(os.path.abspath(root))
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset folder not found: {self.root}")
         if split not in self.splits:
@@ -115,7 +116,11 @@ class Layout(Dataset, ABC):
 
     def __getitem__(self, index: int) -> Any:
         """The sample dict of record ``index`` (see the module docstring), through ``transform`` if any."""
-        record = self.records[index]
+        sample = self.read(self.records[index])
+        return self.transform(sample) if self.transform is not None else sample
+
+    def read(self, record: Record) -> Sample:
+        """The sample dict of ``record`` (see the module docstring), without ``transform``."""
         image = read_image(record.image)
         if record.mask is None:
             mask = torch.zeros(image.shape[-2:], dtype=torch.bool)
@@ -126,7 +131,7 @@ class Layout(Dataset, ABC):
                     f"mask {record.mask} is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image {record.image} is "
                     f"{image.shape[-2]}x{image.shape[-1]}; a mask must have its image's size"
                 )
-        sample = {
+        return {
             "image": tv_tensors.Image(image),
             "mask": tv_tensors.Mask(mask),
             "label": record.label,
@@ -134,7 +139,6 @@ class Layout(Dataset, ABC):
             "path": str(record.image),
             "defect_type": record.defect_type,
         }
-        return self.transform(sample) if self.transform is not None else sample
 
     def summary(self) -> dict[str, Any]:
         """Counts and image sizes of this split; sizes come from the file headers, nothing is decoded."""
@@ -494,7 +498,7 @@ LAYOUTS: dict[str, type[Layout]] = {
 
 def detect_layout(root: str | Path) -> str:
     """The name of the layout ``root`` holds; a folder of no known layout raises :class:`LayoutError`."""
-    folder = Path(root).absolute()
+    folder = Path(os.path.abspath(root))
     if not folder.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {folder}")
     for name, cls in LAYOUTS.items():

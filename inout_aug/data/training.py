@@ -1,0 +1,175 @@
+"""Training sets of the paper's setups: zero-shot, few-shot and full-shot, filled up with augmented positives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as F
+
+from inout_aug.augmenter import Augmenter, mix_seed
+from inout_aug.data.layouts import Layout, Record
+from inout_aug.io import write_text
+
+SETTINGS = ("zero", "few", "full")
+#: How a real defect is used: as it is, and (with ``flip_real``) flipped horizontally and vertically.
+FLIPS = (None, "horizontal", "vertical")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One entry of a training set: a normal image, a real defect (maybe flipped) or a base for augmentation."""
+
+    record: Record
+    kind: str  # "normal", "real" or "augmented"
+    flip: str | None = None
+
+
+class TrainingSet(Dataset):
+    """The training set of one In&Out setup, from the normal and defective images of a dataset split.
+
+    * ``setting="zero"``: normal images only; every positive is made by ``augmenter``.
+    * ``setting="few"``: ``shots`` real defects, chosen with ``seed`` (stratified by defect type).
+    * ``setting="full"``: every real defect of the split.
+
+    Real defects are tripled with a horizontal and a vertical flip when ``flip_real`` (as the In&Out authors
+    did). Augmented positives then fill the set up to ``positive_fraction`` positives (0.5: balanced): each
+    is a normal image (drawn with ``seed``, cycling through all of them) that ``augmenter`` turns into a
+    defect when the sample is read, so every epoch sees fresh defects. Without an augmenter there are no
+    augmented positives: the plain baseline. Every normal image also stays in the set as a negative.
+
+    Samples are the layout's dicts plus ``kind`` ("normal", "real", "augmented"). With ``online=False`` the
+    augmented slots come back untouched with ``augment`` True, for a batch augmenter after collation
+    (:func:`inout_aug.data.loading.augment_batch`); ``transform`` is applied last (e.g. a resize).
+    :meth:`record` lists exactly which files went in; :meth:`save_record` writes it beside a run.
+    """
+
+    def __init__(
+        self,
+        dataset: Layout,
+        setting: str = "few",
+        *,
+        shots: int = 5,
+        augmenter: Augmenter | None = None,
+        positive_fraction: float = 0.5,
+        flip_real: bool = True,
+        seed: int = 0,
+        online: bool = True,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+    ):
+        if setting not in SETTINGS:
+            raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+        if not 0 < positive_fraction < 1:
+            raise ValueError(f"positive_fraction must lie between 0 and 1, got {positive_fraction}")
+        self.dataset = dataset
+        self.setting = setting
+        self.shots = int(shots) if setting == "few" else None
+        self.augmenter = augmenter
+        self.positive_fraction = float(positive_fraction)
+        self.flip_real = bool(flip_real)
+        self.seed = int(seed)
+        self.online = bool(online)
+        self.transform = transform
+        normals = dataset.normals()
+        if not normals:
+            raise ValueError(f"{dataset!r} holds no normal images: a training set needs them")
+        self.real = self._choose_real(dataset.defects())
+        flips = FLIPS if self.flip_real else FLIPS[:1]
+        items = [Item(r, "normal") for r in normals] + [Item(r, "real", f) for r in self.real for f in flips]
+        positives = len(items) - len(normals)
+        wanted = round(self.positive_fraction * len(normals) / (1 - self.positive_fraction))
+        if augmenter is not None:
+            items += [Item(r, "augmented") for r in self._bases(normals, max(0, wanted - positives))]
+        self.items = items
+
+    def _choose_real(self, defects: list[Record]) -> list[Record]:
+        if self.setting == "zero":
+            return []
+        if self.setting == "full":
+            return list(defects)
+        if self.shots < 1 or self.shots > len(defects):
+            raise ValueError(
+                f"few-shot needs 1 <= shots <= {len(defects)} (the defective images of the split), got {self.shots}"
+            )
+        rng = random.Random(mix_seed(self.seed, "shots"))
+        by_type: dict[str, list[Record]] = {}
+        for record in defects:
+            by_type.setdefault(record.defect_type, []).append(record)
+        for members in by_type.values():
+            rng.shuffle(members)
+        # Deal the types round-robin in a seeded order, so N shots cover min(N, types) types.
+        types = sorted(by_type)
+        rng.shuffle(types)
+        chosen: list[Record] = []
+        while len(chosen) < self.shots:
+            for name in types:
+                if by_type[name] and len(chosen) < self.shots:
+                    chosen.append(by_type[name].pop())
+        return sorted(chosen, key=lambda r: str(r.image))
+
+    def _bases(self, normals: list[Record], count: int) -> list[Record]:
+        """``count`` normal images to augment: seeded shuffles of all of them, one after another."""
+        rng = random.Random(mix_seed(self.seed, "bases"))
+        bases: list[Record] = []
+        while len(bases) < count:
+            order = list(normals)
+            rng.shuffle(order)
+            bases += order[: count - len(bases)]
+        return bases
+
+    def set_epoch(self, epoch: int) -> None:
+        """Restart the augmenter from (seed, epoch): in one process, epoch e then gives the same defects
+        whatever ran before (DataLoader workers are reseeded from the loader's seed anyway)."""
+        if self.augmenter is not None:
+            self.augmenter.reseed(mix_seed(self.seed, "epoch", epoch))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def counts(self) -> dict[str, int]:
+        """Items per kind: normal, real (flipped copies included), augmented."""
+        kinds = [item.kind for item in self.items]
+        return {kind: kinds.count(kind) for kind in ("normal", "real", "augmented")}
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.items[index]
+        sample = self.dataset.read(item.record)
+        if item.flip is not None:
+            flip = F.horizontal_flip if item.flip == "horizontal" else F.vertical_flip
+            sample["image"], sample["mask"] = flip(sample["image"]), flip(sample["mask"])
+        sample["kind"] = item.kind
+        sample["augment"] = item.kind == "augmented" and not self.online
+        if item.kind == "augmented" and self.online:
+            sample = self.augmenter(sample)
+        return self.transform(sample) if self.transform is not None else sample
+
+    def record(self) -> dict[str, Any]:
+        """Which files went in and with which settings, JSON-ready (real defects listed one by one)."""
+        normals = [str(r.image) for r in self.dataset.normals()]
+        real = [{"image": str(r.image), "mask": None if r.mask is None else str(r.mask), "type": r.defect_type}
+                for r in self.real]
+        bases = [str(item.record.image) for item in self.items if item.kind == "augmented"]
+        return {
+            "layout": self.dataset.layout, "root": str(self.dataset.root), "split": self.dataset.split,
+            "options": self.dataset.options(), "setting": self.setting, "shots": self.shots, "seed": self.seed,
+            "positive_fraction": self.positive_fraction, "flip_real": self.flip_real,
+            "augmenter": None if self.augmenter is None else repr(self.augmenter),
+            "counts": self.counts(), "real_defects": real,
+            "normals": {"count": len(normals), "sha256": _digest(normals)},
+            "augmented_bases": {"count": len(bases), "sha256": _digest(bases)},
+        }
+
+    def save_record(self, path: str | Path) -> Path:
+        """Write :meth:`record` as JSON to ``path`` (atomically) and return the path."""
+        write_text(json.dumps(self.record(), indent=2) + "\n", Path(path))
+        return Path(path)
+
+
+def _digest(paths: list[str]) -> str:
+    return hashlib.sha256("\n".join(paths).encode()).hexdigest()
+

@@ -1,0 +1,142 @@
+"""InOutMix: In&Out's mixer of in-distribution and out-of-distribution defects."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import torch
+
+from inout_aug.augmenter import Augmenter, mix_seed
+from inout_aug.registry import create, list_augmenters
+
+SIDES = ("in", "out")
+#: Largest block over which the in/out split is dealt exactly (in_ratio is rounded to a fraction this fine).
+MAX_BLOCK = 100
+
+
+class InOutMix(Augmenter):
+    """In&Out: each chosen sample gets its defect from an in-distribution or an out-of-distribution augmenter.
+
+    A share ``in_ratio`` of the samples goes to ``in_augmenter`` (default ``"diffusion"``: defects like the
+    real ones), the rest to ``out_augmenter`` (default ``"memseg"``: simulated foreign defects). A side is a
+    registry name, built with ``in_params`` / ``out_params`` and a seed derived from this mixer's, or an
+    Augmenter instance. A side that gets no share (``in_ratio`` 0 or 1) is never built.
+
+    The split is exact, not right on average: sides are dealt from shuffled blocks that hold exactly
+    ``in_ratio`` in-distribution samples (a block of 2 for 0.5, 4 for 0.25; ``in_ratio`` is taken as a fraction
+    with a denominator of at most 100). Over any run of samples this instance makes (in a DataLoader, each
+    worker's copy) the in-distribution count is ``in_ratio`` times the count, to within one block.
+
+    Recorded per sample (``describe``): ``side`` ("in" or "out"), ``augmenter`` (its name) and that
+    augmenter's own parameters.
+    """
+
+    name = "inout"
+    keeps_outside = True  # each side keeps the pixels outside its own mask
+
+    def __init__(
+        self,
+        p: float = 1.0,
+        *,
+        in_ratio: float = 0.5,
+        in_augmenter: str | Augmenter = "diffusion",
+        out_augmenter: str | Augmenter = "memseg",
+        in_params: dict[str, Any] | None = None,
+        out_params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(p=p, seed=seed, generator=generator)
+        if not 0.0 <= float(in_ratio) <= 1.0:
+            raise ValueError(f"in_ratio must lie in [0, 1], got {in_ratio}")
+        share = Fraction(float(in_ratio)).limit_denominator(MAX_BLOCK)
+        self.in_ratio = float(in_ratio)
+        self.block = (share.numerator, share.denominator)  # in-samples per block, block size
+        self.sides: dict[str, Augmenter] = {}
+        specs = {"in": (in_augmenter, in_params), "out": (out_augmenter, out_params)}
+        for side, (spec, params) in specs.items():
+            if (share > 0) if side == "in" else (share < 1):
+                self.sides[side] = self._build_side(side, spec, params)
+        self._deck: list[bool] = []  # the rest of the current block: True = in-distribution
+
+    def _build_side(self, side: str, spec: str | Augmenter, params: dict[str, Any] | None) -> Augmenter:
+        if isinstance(spec, Augmenter):
+            if params:
+                raise ValueError(f"{side}_params apply to an augmenter given by name, not to an instance")
+            return spec
+        if not isinstance(spec, str):
+            raise TypeError(f"{side}_augmenter must be a registry name or an Augmenter, got {type(spec).__name__}")
+        params = {"seed": mix_seed(self._base_seed, side), **(params or {})}
+        try:
+            return create(spec, **params)
+        except KeyError:
+            other = "in_ratio=1" if side == "out" else "in_ratio=0"
+            raise ValueError(
+                f"InOutMix: the {side}-distribution augmenter {spec!r} is not installed; pass "
+                f"{side}_augmenter=<name> (registered: {', '.join(list_augmenters())}) or {other}"
+            ) from None
+
+    def reseed(self, seed: int, index: int | None = None) -> None:
+        """Restart this mixer and both sides from ``seed``; a new block of sides begins.
+
+        With ``index`` (an output's place in a run, as ``inout-aug generate`` passes it) the next side is the
+        one at that place in blocks dealt from this mixer's own seed: a run's outputs 0..n-1 are split exactly,
+        however the run was interrupted and resumed.
+        """
+        super().reseed(seed)
+        for side, augmenter in self.sides.items():
+            augmenter.reseed(mix_seed(seed, side))
+        self._deck = []
+        if index is not None:
+            count, size = self.block
+            block = torch.Generator().manual_seed(mix_seed(self._base_seed, "block", index // size))
+            self._deck = (torch.randperm(size, generator=block) < count).tolist()[index % size:]
+
+    def _deal(self, n: int) -> torch.Tensor:
+        """(n,) bool: True where the sample goes to the in-distribution side, dealt from exact blocks."""
+        dealt: list[bool] = []
+        while len(dealt) < n:
+            if not self._deck:
+                count, size = self.block
+                order = torch.randperm(size, generator=self.generator, device=self.generator.device)
+                self._deck = (order < count).tolist()
+            take = n - len(dealt)
+            dealt += self._deck[:take]
+            self._deck = self._deck[take:]
+        return torch.tensor(dealt, dtype=torch.bool)
+
+    def make_params(self, image: torch.Tensor) -> dict[str, Any]:  # type: ignore[override]
+        inside = self._deal(len(image))
+        return {"rows": {"in": inside.nonzero().flatten(), "out": (~inside).nonzero().flatten()}}
+
+    def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        n, _, h, w = image.shape
+        made_image, made_mask = None, None
+        made_params: list[dict[str, Any]] = [{} for _ in range(n)]
+        for side in SIDES:
+            rows = params["rows"][side]
+            if not len(rows):
+                continue
+            augmenter = self.sides[side]
+            every = len(rows) == n
+            result = augmenter._augment(image if every else image.index_select(0, rows.to(image.device)), None, True)
+            for row, drawn in zip(rows.tolist(), result.params):
+                made_params[row] = {"side": side, "augmenter": augmenter.name or type(augmenter).__name__, **drawn}
+            if every:
+                made_image, made_mask = result.image, result.mask
+                continue
+            if made_image is None:
+                made_image = image.clone()
+                made_mask = torch.zeros((n, h, w), dtype=torch.bool, device=image.device)
+            made_image.index_copy_(0, rows.to(image.device), result.image.to(made_image.dtype))
+            made_mask.index_copy_(0, rows.to(image.device), result.mask)
+        params["made"] = made_params
+        return made_image, made_mask
+
+    def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
+        return params["made"][index]
+
+    def extra_repr(self) -> str:
+        sides = ", ".join(f"{side}={augmenter!r}" for side, augmenter in self.sides.items())
+        return f"{super().extra_repr()}, in_ratio={self.in_ratio}, {sides}"
