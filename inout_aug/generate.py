@@ -115,7 +115,8 @@ class GenerationJob:
         listing = "\n".join(str(p.relative_to(root)) for p in self.sources)
         settings = json.loads(json.dumps({
             "augmenter": self.augmenter_name, "params": self.params, "seed": self.seed, "input": str(root),
-            "data": self.data, "sources": {"count": len(self.sources), "sha256": hashlib.sha256(listing.encode()).hexdigest()},
+            "data": self.data,
+            "sources": {"count": len(self.sources), "sha256": hashlib.sha256(listing.encode()).hexdigest()},
         }))
         run_file = self.out / RUN_FILE
         if run_file.exists():

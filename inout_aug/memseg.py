@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from inout_aug.augmenter import Augmenter
-from inout_aug.noise import perlin_noise, random_gradients
+from inout_aug.noise import perlin_masks
 from inout_aug.sample import as_float
-from inout_aug.sources import AnomalySource, ProceduralTexture, TextureFolder, grey, randint, uniform
+from inout_aug.sources import AnomalySource, ProceduralTexture, TextureFolder, grey, uniform
 from inout_aug.structural import StructuralSource
 
 
@@ -128,7 +128,7 @@ class MemSegRegion(Augmenter):
         )
 
     def _draw_anomaly(self, image: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) anomaly images of our own, row i from source ``source[i]``; uint8 when the sources give uint8."""
+        """(N, C, H, W) anomaly images of our own, row i from ``sources[source[i]]``; uint8 if all sources gave uint8."""
         drawn = []
         for k, maker in enumerate(self.sources):
             rows = (source == k).nonzero().flatten()
@@ -159,32 +159,9 @@ class MemSegRegion(Augmenter):
     def _draw_masks(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Perlin masks (N, H, W) bool with their exponents (N, 2) and angles (N,), empty ones redrawn."""
         n, _, h, w = image.shape
-        device = image.device
-        region = self._foreground(image)
-        mask = torch.zeros((n, h, w), dtype=torch.bool, device=device)
-        exponents = torch.zeros((n, 2), dtype=torch.long, device=device)
-        angle = torch.zeros(n, device=device)
-        lattice = 2 ** self.perlin_exponents[1]
-        todo = torch.arange(n, device=device)
-        for _ in range(self.max_tries):
-            k = len(todo)
-            drawn_exponents = randint(self.perlin_exponents[0], self.perlin_exponents[1] + 1, (k, 2),
-                                      self.generator, device)
-            drawn_angle = uniform((k,), -self.rotation, self.rotation, self.generator, device)
-            gradients = random_gradients(k, (lattice, lattice), self.generator).to(device)
-            rotation = drawn_angle if self.rotation else None
-            noise = perlin_noise((h, w), 2**drawn_exponents, gradients, rotation)
-            drawn = noise > self.threshold
-            if region is None:
-                empty = noise.flatten(1).amax(1) <= self.threshold  # far faster than any() over the mask
-            else:
-                drawn &= region[todo]
-                empty = drawn.view(torch.uint8).flatten(1).amax(1) == 0
-            mask[todo], exponents[todo], angle[todo] = drawn, drawn_exponents, drawn_angle
-            todo = todo[empty]
-            if not len(todo):
-                break
-        return mask, exponents, angle
+        return perlin_masks(n, (h, w), self.generator, exponents=self.perlin_exponents, rotation=self.rotation,
+                            threshold=self.threshold, region=self._foreground(image), max_tries=self.max_tries,
+                            device=image.device)
 
     def _foreground(self, image: torch.Tensor) -> torch.Tensor | None:
         """(N, H, W) bool region where defects may go, or None for everywhere."""

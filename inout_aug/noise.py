@@ -128,3 +128,48 @@ def _axis_weights(
     moment = t.new_zeros(shape).scatter_add_(2, near, (w_near * frac)[..., None])
     moment.scatter_add_(2, far, (w_far * (frac - 1))[..., None])
     return weight, moment
+
+
+def perlin_masks(
+    n: int,
+    size: tuple[int, int],
+    generator: torch.Generator,
+    *,
+    exponents: tuple[int, int] = (0, 5),
+    rotation: float = 90.0,
+    threshold: float = 0.5,
+    region: torch.Tensor | None = None,
+    max_tries: int = 16,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MemSeg's defect regions: (n, H, W) bool masks ``Perlin > threshold`` (within ``region`` when given).
+
+    Per mask, ``2^ky x 2^kx`` lattice cells with ``ky, kx`` uniform in ``exponents`` (inclusive) and the noise
+    turned by an angle uniform in [-rotation, rotation] degrees. Empty masks are redrawn, only the empty
+    ones, at most ``max_tries`` draws in all (a mask may stay empty). Returns the masks, their exponents
+    (n, 2) and angles (n,).
+    """
+    h, w = size
+    low, high = exponents
+    mask = torch.zeros((n, h, w), dtype=torch.bool, device=device)
+    drawn_exponents = torch.zeros((n, 2), dtype=torch.long, device=device)
+    angle = torch.zeros(n, device=device)
+    todo = torch.arange(n, device=device)
+    for _ in range(max_tries):
+        k = len(todo)
+        k_exponents = torch.randint(low, high + 1, (k, 2), generator=generator, device=generator.device).to(device)
+        k_angle = torch.rand(k, generator=generator, device=generator.device).mul_(2 * rotation).sub_(rotation)
+        k_angle = k_angle.to(device)
+        gradients = random_gradients(k, (2**high, 2**high), generator).to(device)
+        noise = perlin_noise((h, w), 2**k_exponents, gradients, k_angle if rotation else None)
+        drawn = noise > threshold
+        if region is None:
+            empty = noise.flatten(1).amax(1) <= threshold  # far faster than any() over the mask
+        else:
+            drawn &= region[todo]
+            empty = drawn.view(torch.uint8).flatten(1).amax(1) == 0
+        mask[todo], drawn_exponents[todo], angle[todo] = drawn, k_exponents, k_angle
+        todo = todo[empty]
+        if not len(todo):
+            break
+    return mask, drawn_exponents, angle

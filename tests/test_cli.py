@@ -354,7 +354,8 @@ def test_generate_from_a_dataset_augments_the_normals_of_the_split(dataset, tmp_
 def test_generate_with_in_out_mix(normals, tmp_path):
     out = tmp_path / "out"
     result = run("generate", "-a", "inout", "-i", str(normals), "-o", str(out), "-n", "6",
-                 "-p", "in_augmenter=memseg", "-p", "in_params={'texture_prob': 1.0}", "-p", "out_params={'texture_prob': 0.0}")
+                 "-p", "in_augmenter=memseg", "-p", "in_params={'texture_prob': 1.0}",
+                 "-p", "out_params={'texture_prob': 0.0}")
     assert result.exit_code == 0, result.output
     drawn = [json.loads(line)["drawn"] for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert sorted(d["side"] for d in drawn) == ["in"] * 3 + ["out"] * 3

@@ -32,7 +32,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         if key == "image":
             batch[key] = tv_tensors.Image(torch.stack([v.as_subclass(torch.Tensor) for v in values]))
         elif key == "mask":
-            batch[key] = tv_tensors.Mask(torch.stack([v.as_subclass(torch.Tensor).reshape(v.shape[-2:]) for v in values]))
+            masks = [v.as_subclass(torch.Tensor).reshape(v.shape[-2:]) for v in values]
+            batch[key] = tv_tensors.Mask(torch.stack(masks))
         elif key == "label":
             batch[key] = torch.tensor([int(v) for v in values], dtype=torch.long)
         elif all(isinstance(v, torch.Tensor) for v in values):
