@@ -128,7 +128,7 @@ class MemSegRegion(Augmenter):
         )
 
     def _draw_anomaly(self, image: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) anomaly images of our own, row i from ``sources[source[i]]``; uint8 if all sources gave uint8."""
+        """(N, C, H, W) anomaly images of our own, row i from ``sources[source[i]]`` (uint8 if all gave uint8)."""
         drawn = []
         for k, maker in enumerate(self.sources):
             rows = (source == k).nonzero().flatten()
