@@ -36,7 +36,10 @@ class GenerationError(RuntimeError):
 
 
 def read_manifest(out: Path) -> dict[int, dict[str, Any]]:
-    """Complete records of ``out/manifest.jsonl`` by index; cut, malformed or file-less records are dropped."""
+    """Complete records of ``out/manifest.jsonl`` by index; cut, malformed or file-less records are dropped.
+
+    ``mask`` is None for outputs with a weak label (a defect somewhere, no pixel mask: txt2img diffusion).
+    """
     records: dict[int, dict[str, Any]] = {}
     path = out / MANIFEST
     if not path.exists():
@@ -47,9 +50,10 @@ def read_manifest(out: Path) -> dict[int, dict[str, Any]]:
         except json.JSONDecodeError:  # a line cut short by an interruption
             continue
         if not (isinstance(record, dict) and isinstance(record.get("index"), int)
-                and all(isinstance(record.get(key), str) for key in ("image", "mask"))):
+                and isinstance(record.get("image"), str) and isinstance(record.get("mask", 0), (str, type(None)))):
             continue
-        if all((out / record[key]).is_file() for key in ("image", "mask")):
+        files = [record["image"]] + ([record["mask"]] if record.get("mask") else [])
+        if all((out / name).is_file() for name in files):
             records[record["index"]] = record
     return records
 
@@ -154,8 +158,11 @@ class GenerationJob:
             )
         name = f"{index:06d}.png"
         write_png(result.image[0], self.out / "images" / name)
-        write_png(result.mask[0].to(torch.uint8) * 255, self.out / "masks" / name)
-        record = {"index": index, "image": f"images/{name}", "mask": f"masks/{name}", "source": str(source),
+        mask = None
+        if result.mask[0].any():  # else a weak label: a defect somewhere, no pixel mask
+            mask = f"masks/{name}"
+            write_png(result.mask[0].to(torch.uint8) * 255, self.out / mask)
+        record = {"index": index, "image": f"images/{name}", "mask": mask, "source": str(source),
                   "augmenter": self.augmenter_name, "params": self.params, "seed": seed,
                   "drawn": result.params[0]}
         with open(self.out / MANIFEST, "a", encoding="utf-8") as manifest:

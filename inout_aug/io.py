@@ -1,7 +1,8 @@
-"""Images on disk: find them, read them with clear errors, write them atomically."""
+"""Files on disk: find and read images with clear errors, write atomically, hash files and folders."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -95,3 +96,19 @@ def write_text(text: str, path: str | os.PathLike) -> None:
     """Write a text file atomically."""
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+def digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, or of a folder's files (their relative paths and contents, in sorted order)."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"nothing to hash at {root}")
+    total = hashlib.sha256()
+    for file in files:
+        if file != root:
+            total.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                total.update(block)
+    return total.hexdigest()

@@ -46,7 +46,7 @@ def preview_folder(folder: str | os.PathLike, out: str | os.PathLike, limit: int
     root = Path(folder)
     records = read_manifest(root)
     if records:
-        pairs = [(root / r["image"], root / r["mask"]) for _, r in sorted(records.items())]
+        pairs = [(root / r["image"], root / (r["mask"] or "")) for _, r in sorted(records.items())]
     else:
         images_dir = root / "images" if (root / "images").is_dir() else root
         sheet = Path(out).resolve()

@@ -81,9 +81,9 @@ def test_a_side_with_no_share_is_never_built():
 
 
 def test_a_missing_side_says_what_to_do():
-    if "diffusion" in list_augmenters():
-        pytest.skip("the diffusion augmenter is installed")
-    with pytest.raises(ValueError, match="'diffusion' is not installed; pass in_augmenter=<name>.*in_ratio=0"):
+    with pytest.raises(ValueError, match="'no-such' is not installed; pass in_augmenter=<name>.*in_ratio=0"):
+        InOutMix(in_augmenter="no-such")
+    with pytest.raises(ValueError, match="exactly one of bank=PATH"):  # the default in-side needs its bank or model
         InOutMix()
     with pytest.raises(ValueError, match="in_ratio"):
         InOutMix(in_ratio=1.5)

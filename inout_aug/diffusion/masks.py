@@ -1,0 +1,72 @@
+"""Where a diffusion model paints a defect: real defect masks, turned, scaled and placed at random."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset, read_mask
+from inout_aug.io import list_images, read_image
+
+
+class RealMasks:
+    """Real defect masks (from a dataset's defective images, or a folder of mask images), each drawn at random,
+    flipped and turned by a multiple of 90 degrees, scaled by ``scale`` (a range) and placed at a random spot.
+
+    Masks are decoded once and kept cropped to their defect's bounding box.
+    """
+
+    def __init__(self, source: str | Path, scale: tuple[float, float] = (0.75, 1.25)):
+        path = Path(source)
+        self.source = path
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.shapes = [_crop(m) for m in _load_masks(path)]
+        self.shapes = [m for m in self.shapes if m.numel()]
+        if not self.shapes:
+            raise ValueError(f"no defect pixels in the masks of {path}: give a dataset with masked defects "
+                             "or a folder of mask images (white = defect)")
+
+    def __repr__(self) -> str:
+        return f"RealMasks({str(self.source)!r}, {len(self.shapes)} masks)"
+
+    def draw(self, n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        """(n, H, W) bool masks, one randomly chosen, turned, scaled and placed real defect shape each."""
+        h, w = size
+        out = torch.zeros((n, h, w), dtype=torch.bool)
+        pick = torch.randint(len(self.shapes), (n,), generator=generator).tolist()
+        turns = torch.randint(4, (n,), generator=generator).tolist()
+        flips = (torch.rand(n, generator=generator) < 0.5).tolist()
+        scales = torch.empty(n).uniform_(*self.scale, generator=generator).tolist()
+        spots = torch.rand((n, 2), generator=generator).tolist()
+        for i in range(n):  # a handful of masks per batch of slow diffusion samples
+            shape = torch.rot90(self.shapes[pick[i]], turns[i], (0, 1))
+            shape = shape.flip(1) if flips[i] else shape
+            fit = min(scales[i], h / shape.shape[0], w / shape.shape[1])
+            size_i = [max(1, round(shape.shape[0] * fit)), max(1, round(shape.shape[1] * fit))]
+            shape = F.resize(shape[None].float(), size_i, interpolation=F.InterpolationMode.NEAREST)[0] > 0.5
+            top = int(spots[i][0] * (h - shape.shape[0] + 1))
+            left = int(spots[i][1] * (w - shape.shape[1] + 1))
+            out[i, top:top + shape.shape[0], left:left + shape.shape[1]] = shape
+        return out
+
+
+def _load_masks(path: Path) -> list[torch.Tensor]:
+    """Defect masks from a dataset layout (its defective images' masks) or from a folder of mask images."""
+    if not path.exists():
+        raise FileNotFoundError(f"mask source {path} not found: give a dataset folder or a folder of mask images")
+    try:
+        layout = detect_layout(path)
+    except LayoutError:
+        return [read_image(p).amax(0) >= 128 for p in list_images(path)]
+    dataset = open_dataset(path, layout, "all")
+    return [read_mask(r.mask, dataset.mask_threshold) for r in dataset.defects() if r.mask is not None]
+
+
+def _crop(mask: torch.Tensor) -> torch.Tensor:
+    """The mask cut to the bounding box of its True pixels (empty when it has none)."""
+    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+    if not len(rows):
+        return mask[:0, :0]
+    return mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]

@@ -1,0 +1,239 @@
+"""DiffusionDefect: in-distribution defects, drawn from a bank on disk or generated live by a diffusion model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from inout_aug.augmenter import Augmented, Augmenter, mix_seed
+from inout_aug.diffusion.bank import Bank
+from inout_aug.diffusion.masks import RealMasks
+from inout_aug.io import digest
+from inout_aug.noise import perlin_masks
+from inout_aug.sample import as_float
+
+BACKENDS = ("ddpm", "sd")
+MODES = ("inpaint", "txt2img")
+
+
+class DiffusionDefect(Augmenter):
+    """In-distribution defects from a diffusion model adapted to the few real defects (In&Out's "in" side).
+
+    Two ways to use it, exactly one of ``bank`` and ``model``:
+
+    * ``bank=PATH``, a bank written by ``inout-aug generate --augmenter diffusion``: each chosen sample is
+      replaced by a random bank entry, resized (``fit="resize"``) or randomly cropped (``fit="crop"``) to the
+      sample's size. An inpainted entry comes with its pixel mask; a txt2img entry with a weak label: label
+      1 and an empty mask (the defect is somewhere, no pixel is known). The sample's own pixels are not kept.
+    * ``model=PATH``, generating live (on ``device``; a GPU for Stable Diffusion): ``backend="ddpm"`` inpaints a
+      defect into the sample's own image with a model trained by ``inout-aug finetune --backend ddpm`` (pixels
+      outside the mask unchanged); ``backend="sd"`` runs a Stable Diffusion checkpoint (optionally with
+      ``lora``, merged at ``lora_scale``) in ``mode="inpaint"`` (an inpainting checkpoint, as DIAG) or
+      ``mode="txt2img"`` (the paper: a whole new image, weak label). Inpainting masks are real defect masks
+      from ``masks`` (a dataset or a folder of mask images), turned, scaled and placed at random, or
+      MemSeg's Perlin regions when ``masks`` is None.
+
+    Recorded per sample (``describe``): the bank entry, or mode, backend, steps, scheduler, guidance, prompt
+    and the model's (and LoRA's) hashes.
+    """
+
+    name = "diffusion"
+
+    def __init__(
+        self,
+        p: float = 1.0,
+        *,
+        bank: str | None = None,
+        fit: str = "resize",
+        model: str | None = None,
+        backend: str = "ddpm",
+        mode: str = "inpaint",
+        masks: str | None = None,
+        prompt: str = "sks defect",
+        negative_prompt: str | None = None,
+        lora: str | None = None,
+        lora_scale: float = 0.65,
+        steps: int = 25,
+        guidance: float | None = None,
+        scheduler: str = "ddim",
+        device: str = "cpu",
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(p=p, seed=seed, generator=generator)
+        if (bank is None) == (model is None):
+            raise ValueError(
+                "DiffusionDefect needs exactly one of bank=PATH (a bank written by `inout-aug generate --augmenter "
+                "diffusion`) and model=PATH (a ddpm model from `inout-aug finetune --backend ddpm`, or a Stable "
+                "Diffusion checkpoint with backend='sd')"
+            )
+        if fit not in ("resize", "crop"):
+            raise ValueError(f"fit must be 'resize' or 'crop', got {fit!r}")
+        if backend not in BACKENDS or mode not in MODES:
+            raise ValueError(f"backend must be one of {BACKENDS} and mode one of {MODES}, got {backend!r}, {mode!r}")
+        if backend == "ddpm" and mode == "txt2img":
+            raise ValueError("the ddpm backend only inpaints (mode='inpaint'); txt2img needs backend='sd'")
+        if int(steps) < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        self.fit, self.backend, self.mode = fit, backend, mode
+        self.prompt, self.negative_prompt = prompt, negative_prompt
+        self.steps, self.guidance, self.scheduler, self.device = int(steps), guidance, scheduler, device
+        self.bank = None if bank is None else Bank(bank)
+        self.masks = None if masks is None else RealMasks(masks)
+        self.model, self.hashes = None, {}
+        if model is not None:
+            self.model, self.hashes = _load_backend(backend, mode, Path(model), lora, lora_scale, device)
+        self.keeps_outside = self.model is not None and mode == "inpaint"
+
+    @property
+    def replaces(self) -> bool:
+        """Whether a chosen sample is replaced by a new image (bank, txt2img) rather than painted into."""
+        return self.bank is not None or self.mode == "txt2img"
+
+    # -- live inpainting: a defect painted into the sample's own image, inside a drawn mask --------------------
+    def make_params(self, image: torch.Tensor) -> dict[str, Any]:  # type: ignore[override]
+        n, _, h, w = image.shape
+        if self.masks is not None:
+            masks = self.masks.draw(n, (h, w), self.generator)
+        else:
+            masks = perlin_masks(n, (h, w), self.generator)[0]
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        return {"mask": masks.to(image.device), "seed": seed}
+
+    def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = params["mask"]
+        if self.backend == "ddpm":
+            generator = torch.Generator().manual_seed(params["seed"])
+            made = self.model.inpaint(image, mask, generator=generator, steps=self.steps, guidance=self.guidance,
+                                      scheduler=self.scheduler)
+        else:
+            from inout_aug.diffusion import sd
+
+            rgb = as_float(sd.generate(
+                self.model, self.prompt, num_images=len(image), seed=params["seed"], steps=self.steps,
+                guidance=self.guidance if self.guidance is not None else sd.INPAINT_GUIDANCE,
+                image=_to_bytes(image).expand(-1, 3, -1, -1), mask=mask, negative_prompt=self.negative_prompt,
+            )).to(image.device)
+            made = _channels(rgb, image.shape[1])
+        # Outside the mask: the input, bit for bit (the backends promise it; make sure of it here).
+        return torch.lerp(image, made.to(image.dtype), mask[:, None].to(image.dtype)), mask
+
+    def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
+        if "bank" in params:
+            return params["bank"][index]
+        return {"mode": self.mode, "backend": self.backend, "steps": self.steps, "scheduler": self.scheduler,
+                "guidance": self.guidance, "prompt": self.prompt if self.backend == "sd" else None,
+                "batch_seed": params["seed"], **self.hashes}
+
+    # -- bank entries and txt2img: whole new images --------------------------------------------------------------
+    def _augment(self, image: torch.Tensor, old_mask: torch.Tensor | None, describe: bool) -> Augmented:
+        if not self.replaces:
+            return super()._augment(image, old_mask, describe)
+        self._reseed_for_worker()
+        b, c, h, w = image.shape
+        chosen = (self._rand(b) < self.p).nonzero().flatten()
+        out_mask = torch.zeros((b, h, w), dtype=torch.bool, device=image.device)
+        if old_mask is not None:
+            out_mask |= old_mask.to(image.device)
+        defect = torch.zeros(b, dtype=torch.bool)
+        params: list[dict[str, Any]] = [{} for _ in range(b)] if describe else []
+        if not len(chosen):
+            return Augmented(image, out_mask, defect, params)
+        made, masks, drawn = self._new_images(len(chosen), (c, h, w))
+        rows = chosen.to(image.device)
+        out_image = image.clone().index_copy_(0, rows, _in_dtype(made.to(image.device), image.dtype))
+        out_mask.index_copy_(0, rows, masks.to(image.device))  # a replaced image's old mask no longer applies
+        defect[chosen] = True
+        for row, record in zip(chosen.tolist(), drawn):
+            if describe:
+                params[row] = record
+        return Augmented(out_image, out_mask, defect, params)
+
+    def _new_images(self, n: int, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+        """n uint8 (n, C, H, W) images, their (n, H, W) masks (empty: weak label) and what each one is."""
+        c, h, w = shape
+        if self.bank is None:
+            from inout_aug.diffusion import sd
+
+            seed = int(torch.randint(2**62, (1,), generator=self.generator))
+            rgb = sd.generate(self.model, self.prompt, num_images=n, seed=seed, steps=self.steps,
+                              guidance=self.guidance if self.guidance is not None else sd.TXT2IMG_GUIDANCE,
+                              negative_prompt=self.negative_prompt)
+            images = _channels(F.resize(rgb, [h, w], antialias=True), c)
+            drawn = [{"mode": "txt2img", "backend": "sd", "steps": self.steps, "prompt": self.prompt,
+                      "seed": mix_seed(seed, i), **self.hashes} for i in range(n)]
+            return images, torch.zeros((n, h, w), dtype=torch.bool), drawn
+        picks = torch.randint(len(self.bank), (n,), generator=self.generator).tolist()
+        spots = torch.rand((n, 2), generator=self.generator).tolist()
+        images, masks, drawn = [], [], []
+        for pick, spot in zip(picks, spots):
+            image, mask = self.bank.entry(pick)
+            weak = mask is None
+            mask = torch.zeros(image.shape[-2:], dtype=torch.bool) if weak else mask
+            image, mask = self._fit(image, mask, (h, w), spot)
+            images.append(_channels(image, c))
+            masks.append(mask)
+            record = self.bank.records[pick]
+            drawn.append({"bank": str(self.bank.path), "entry": record["index"], "weak_label": weak})
+        return torch.stack(images), torch.stack(masks), drawn
+
+    def _fit(self, image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int],
+             spot: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A bank entry brought to ``size``: resized, or (``fit="crop"``) scaled to cover it and cropped at ``spot``."""
+        h, w = size
+        if self.fit == "crop":
+            scale = max(h / image.shape[1], w / image.shape[2])
+            cover = [max(h, round(image.shape[1] * scale)), max(w, round(image.shape[2] * scale))]
+            image, mask = _resize(image, mask, cover)
+            top, left = int(spot[0] * (cover[0] - h + 1)), int(spot[1] * (cover[1] - w + 1))
+            return image[:, top:top + h, left:left + w], mask[top:top + h, left:left + w]
+        return _resize(image, mask, [h, w])
+
+    def extra_repr(self) -> str:
+        where = f"bank={self.bank!r}" if self.bank is not None else f"backend={self.backend!r}, mode={self.mode!r}"
+        return f"{super().extra_repr()}, {where}, steps={self.steps}, masks={self.masks!r}"
+
+
+def _resize(image: torch.Tensor, mask: torch.Tensor, size: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    if list(image.shape[-2:]) == size:
+        return image, mask
+    resized = F.resize(image, size, antialias=True)
+    return resized, F.resize(mask[None].float(), size, interpolation=F.InterpolationMode.NEAREST)[0] > 0.5
+
+
+def _channels(image: torch.Tensor, c: int) -> torch.Tensor:
+    """``image`` (..., C, H, W) with ``c`` channels: grey repeated to RGB, RGB turned grey."""
+    if image.shape[-3] == c:
+        return image
+    return image.expand(*image.shape[:-3], 3, *image.shape[-2:]) if c == 3 else F.rgb_to_grayscale(image)
+
+
+def _to_bytes(image: torch.Tensor) -> torch.Tensor:
+    return image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _in_dtype(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A uint8 image in ``dtype`` (floats in [0, 1])."""
+    return image if dtype == torch.uint8 else as_float(image).to(dtype)
+
+
+def _load_backend(backend: str, mode: str, model: Path, lora: str | None, lora_scale: float,
+                  device: str) -> tuple[Any, dict[str, str]]:
+    """The loaded model and the hashes that identify it (for the manifest)."""
+    if backend == "ddpm":
+        from inout_aug.diffusion.ddpm import DDPMDefectModel
+
+        if lora is not None:
+            raise ValueError("lora= applies to the sd backend; a ddpm model is trained whole")
+        return DDPMDefectModel.load(model, device=device), {"model_hash": digest(model)}
+    from inout_aug.diffusion import sd
+
+    pipeline = sd.load_pipeline(model, inpaint=mode == "inpaint", device=device)
+    hashes = {"model_hash": digest(model)}
+    if lora is not None:
+        sd.load_lora(pipeline, lora, scale=lora_scale)
+        hashes["lora_hash"] = digest(lora)
+    return pipeline, hashes

@@ -1,0 +1,105 @@
+"""DiffusionDefect from a bank (inpainted and weak-label entries), real-mask placement, errors, InOutMix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import gradient_image
+from torchvision import tv_tensors
+
+from inout_aug import create
+from inout_aug.diffusion.bank import Bank
+from inout_aug.diffusion.masks import RealMasks
+from inout_aug.diffusion.transform import DiffusionDefect
+from inout_aug.generate import GenerationJob
+from inout_aug.io import write_png
+
+
+@pytest.fixture
+def bank(tmp_path):
+    """A bank with masks (made by `generate` with memseg: any generation folder is a bank)."""
+    normals = tmp_path / "normals"
+    for i in range(3):
+        write_png(gradient_image(1, 40, 60).roll(9 * i, -1), normals / f"n{i}.png")
+    with GenerationJob("memseg", normals, tmp_path / "bank", n=6, seed=1) as job:
+        for index in job.todo:
+            job.make(index)
+    return tmp_path / "bank"
+
+
+@pytest.fixture
+def weak_bank(tmp_path):
+    """A txt2img-style bank: images and records without masks."""
+    root = tmp_path / "weak"
+    lines = []
+    for i in range(4):
+        write_png(torch.full((3, 32, 32), 40 * i, dtype=torch.uint8), root / "images" / f"{i:06d}.png")
+        lines.append(json.dumps({"index": i, "image": f"images/{i:06d}.png", "mask": None, "drawn": {"mode": "txt2img"}}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("fit", ["resize", "crop"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_bank_entries_replace_the_sample_with_their_masks(bank, fit, dtype):
+    image = gradient_image(3, 24, 30, dtype)[None].repeat(5, 1, 1, 1)
+    out = DiffusionDefect(bank=str(bank), fit=fit, seed=0).augment(image)
+    assert out.image.shape == image.shape and out.image.dtype == dtype and out.defect.all()
+    assert out.mask.shape == (5, 24, 30) and out.mask.flatten(1).any(1).all()
+    assert torch.equal(out.image[:, 0], out.image[:, 1])  # grey bank entries spread to RGB
+    assert {p["entry"] for p in out.params} <= set(range(6)) and not any(p["weak_label"] for p in out.params)
+    if fit == "resize":  # the whole entry, resized: its mask covers the same share of the image
+        entry = Bank(bank).entry(out.params[0]["entry"])[1]
+        assert abs(out.mask[0].float().mean() - entry.float().mean()) < 0.05
+
+
+def test_weak_label_entries_give_label_1_and_an_empty_mask(weak_bank):
+    sample = {"image": tv_tensors.Image(gradient_image(3, 16, 16)), "label": 0}
+    out = DiffusionDefect(bank=str(weak_bank), seed=3)(sample)
+    assert out["label"] == 1 and not out["mask"].any() and out["mask"].shape == (16, 16)
+    assert len(torch.unique(out["image"])) == 1  # a (resized) bank entry, not the sample
+
+
+def test_same_seed_same_bytes_and_p(bank):
+    image = gradient_image(1, 20, 20)[None].repeat(8, 1, 1, 1)
+    a = DiffusionDefect(bank=str(bank), seed=5).augment(image)
+    assert torch.equal(a.image, DiffusionDefect(bank=str(bank), seed=5).augment(image).image)
+    half = DiffusionDefect(bank=str(bank), p=0.0, seed=5).augment(image)
+    assert torch.equal(half.image, image) and not half.defect.any()
+
+
+def test_in_out_mix_with_a_bank_on_the_in_side(bank):
+    mix = create("inout", in_augmenter="diffusion", in_params={"bank": str(bank)}, seed=0)
+    out = mix.augment(gradient_image(1, 32, 32)[None].repeat(6, 1, 1, 1))
+    assert sorted(p["side"] for p in out.params) == ["in"] * 3 + ["out"] * 3
+    assert out.defect.all()
+
+
+def test_real_masks_are_placed_turned_and_scaled_inside_the_image(tmp_path):
+    for i, (h, w) in enumerate([(6, 20), (12, 4)]):
+        mask = torch.zeros(1, 30, 30, dtype=torch.uint8)
+        mask[:, 5:5 + h, 7:7 + w] = 255
+        write_png(mask, tmp_path / "masks" / f"m{i}.png")
+    masks = RealMasks(tmp_path / "masks", scale=(1.0, 1.0))
+    drawn = masks.draw(40, (25, 25), torch.Generator().manual_seed(0))
+    areas = drawn.flatten(1).sum(1)
+    assert set(areas.tolist()) == {120, 48}  # whole shapes, never cut by the border
+    assert torch.equal(drawn, masks.draw(40, (25, 25), torch.Generator().manual_seed(0)))
+    tall = [(m.any(1).sum().item(), m.any(0).sum().item()) for m in drawn[areas == 120]]
+    assert {(6, 20), (20, 6)} <= set(tall)  # turned by 90 degrees at times
+
+
+def test_errors_say_what_to_give(tmp_path):
+    with pytest.raises(ValueError, match="exactly one of bank=PATH.*model=PATH"):
+        DiffusionDefect()
+    with pytest.raises(FileNotFoundError, match="no defect bank at .*inout-aug generate --augmenter diffusion"):
+        DiffusionDefect(bank=str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no complete entry"):
+        DiffusionDefect(bank=str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="ddpm backend only inpaints"):
+        DiffusionDefect(model=str(tmp_path), mode="txt2img")
+    with pytest.raises(ValueError, match="in-distribution|exactly one of bank"):
+        create("inout")  # the default in-side needs a bank or a model
