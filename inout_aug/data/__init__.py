@@ -17,7 +17,7 @@ from inout_aug.data.layouts import (
     stratified_split,
 )
 from inout_aug.data.loading import augment_batch, collate, make_loader
-from inout_aug.data.training import SETTINGS, TrainingSet
+from inout_aug.data.training import SETTINGS, TrainingSet, choose_defects
 
 __all__ = [
     "LAYOUTS",
@@ -36,6 +36,7 @@ __all__ = [
     "stratified_split",
     "SETTINGS",
     "TrainingSet",
+    "choose_defects",
     "augment_batch",
     "collate",
     "make_loader",

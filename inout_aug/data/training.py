@@ -78,7 +78,7 @@ class TrainingSet(Dataset):
         normals = dataset.normals()
         if not normals:
             raise ValueError(f"{dataset!r} holds no normal images: a training set needs them")
-        self.real = self._choose_real(dataset.defects())
+        self.real = choose_defects(dataset.defects(), setting, self.shots, self.seed)
         flips = FLIPS if self.flip_real else FLIPS[:1]
         items = [Item(r, "normal") for r in normals] + [Item(r, "real", f) for r in self.real for f in flips]
         positives = len(items) - len(normals)
@@ -86,31 +86,6 @@ class TrainingSet(Dataset):
         if augmenter is not None:
             items += [Item(r, "augmented") for r in self._bases(normals, max(0, wanted - positives))]
         self.items = items
-
-    def _choose_real(self, defects: list[Record]) -> list[Record]:
-        if self.setting == "zero":
-            return []
-        if self.setting == "full":
-            return list(defects)
-        if self.shots < 1 or self.shots > len(defects):
-            raise ValueError(
-                f"few-shot needs 1 <= shots <= {len(defects)} (the defective images of the split), got {self.shots}"
-            )
-        rng = random.Random(mix_seed(self.seed, "shots"))
-        by_type: dict[str, list[Record]] = {}
-        for record in defects:
-            by_type.setdefault(record.defect_type, []).append(record)
-        for members in by_type.values():
-            rng.shuffle(members)
-        # Deal the types round-robin in a seeded order, so N shots cover min(N, types) types.
-        types = sorted(by_type)
-        rng.shuffle(types)
-        chosen: list[Record] = []
-        while len(chosen) < self.shots:
-            for name in types:
-                if by_type[name] and len(chosen) < self.shots:
-                    chosen.append(by_type[name].pop())
-        return sorted(chosen, key=lambda r: str(r.image))
 
     def _bases(self, normals: list[Record], count: int) -> list[Record]:
         """``count`` normal images to augment: seeded shuffles of all of them, one after another."""
@@ -173,3 +148,34 @@ class TrainingSet(Dataset):
 def _digest(paths: list[str]) -> str:
     return hashlib.sha256("\n".join(paths).encode()).hexdigest()
 
+
+def choose_defects(defects: list[Record], setting: str, shots: int | None = None, seed: int = 0) -> list[Record]:
+    """The real defects a setup trains on: none (zero-shot), ``shots`` of them (few-shot) or all (full-shot).
+
+    Few-shot picks are seeded and spread over the defect types: the types are dealt round-robin in a seeded
+    order, so N shots cover min(N, types) types. The result is sorted by file name.
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+    if setting == "zero":
+        return []
+    if setting == "full":
+        return list(defects)
+    if shots is None or not 1 <= shots <= len(defects):
+        raise ValueError(
+            f"few-shot needs 1 <= shots <= {len(defects)} (the defective images of the split), got {shots}"
+        )
+    rng = random.Random(mix_seed(seed, "shots"))
+    by_type: dict[str, list[Record]] = {}
+    for record in defects:
+        by_type.setdefault(record.defect_type, []).append(record)
+    for members in by_type.values():
+        rng.shuffle(members)
+    types = sorted(by_type)
+    rng.shuffle(types)
+    chosen: list[Record] = []
+    while len(chosen) < shots:
+        for name in types:
+            if by_type[name] and len(chosen) < shots:
+                chosen.append(by_type[name].pop())
+    return sorted(chosen, key=lambda r: str(r.image))
