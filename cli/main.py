@@ -49,6 +49,16 @@ def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> No
     click.echo(f"warning: {message}", err=True)
 
 
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``K/N`` as (K, N); by default the process's place under ``accelerate launch`` or torchrun, else (0, 1)."""
+    if text is None:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise click.BadParameter(f"expected K/N with 0 <= K < N, e.g. 0/4, got {text!r}", param_hint="--shard")
+    return int(k), int(n)
+
+
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``key=value`` pairs into a dict; values are Python literals (``0.5``, ``(1, 2)``, ``None``) or strings."""
     params: dict[str, Any] = {}
@@ -139,10 +149,13 @@ def info(name: str) -> None:
               help="Dataset split whose normal images are augmented (dataset layouts only).")
 @click.option("--data-option", "-d", "data_pairs", multiple=True, metavar="KEY=VALUE",
               help="Dataset layout option, repeatable (e.g. category=bottle, fold=1, seed=0).")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Make only the outputs whose index is K modulo N [default: RANK/WORLD_SIZE under accelerate "
+                   "launch or torchrun, else 0/1].")
 @_one_line_errors
 def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: int,
              param_pairs: tuple[str, ...], textures: Path | None, layout: str, split: str,
-             data_pairs: tuple[str, ...]) -> None:
+             data_pairs: tuple[str, ...], shard: str | None) -> None:
     """Write defective images, masks and a manifest made from normal images.
 
     --input is a plain folder of normal images, or a dataset (KolektorSDD2, KolektorSDD, MVTec AD, magnetic
@@ -153,7 +166,7 @@ def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: in
     if textures is not None:
         params["textures"] = str(textures.resolve())
     with GenerationJob(augmenter, input_dir, out, n=n, seed=seed, params=params, layout=layout, split=split,
-                       data_options=parse_params(data_pairs)) as job:
+                       data_options=parse_params(data_pairs), shard=parse_shard(shard)) as job:
         if job.data["layout"] != "images":
             click.echo(f"{job.data['layout']} dataset, split {split}: {len(job.sources)} normal images", err=True)
         _run(job)

@@ -35,15 +35,28 @@ class GenerationError(RuntimeError):
     """A generation run that cannot go on (conflicting output folder, augmenter that makes no defect)."""
 
 
-def read_manifest(out: Path) -> dict[int, dict[str, Any]]:
-    """Complete records of ``out/manifest.jsonl`` by index; cut, malformed or file-less records are dropped.
+def manifest_name(shard: tuple[int, int] = (0, 1)) -> str:
+    """The manifest a run writes: ``manifest.jsonl``, or one per shard (``manifest.shard-K-of-N.jsonl``)."""
+    k, n = shard
+    return MANIFEST if n == 1 else f"manifest.shard-{k}-of-{n}.jsonl"
 
-    ``mask`` is None for outputs with a weak label (a defect somewhere, no pixel mask: txt2img diffusion).
+
+def read_manifest(out: Path, shard: tuple[int, int] | None = None) -> dict[int, dict[str, Any]]:
+    """Complete records of the manifests in ``out`` (all of them, or the one of ``shard``) by index.
+
+    Cut, malformed or file-less records are dropped. ``mask`` is None for outputs with a weak label (a defect
+    somewhere, no pixel mask: txt2img diffusion).
     """
     records: dict[int, dict[str, Any]] = {}
-    path = out / MANIFEST
-    if not path.exists():
-        return records
+    paths = [out / manifest_name(shard)] if shard else sorted(out.glob("manifest*.jsonl"))
+    for path in paths:
+        if path.exists():
+            records.update(_read_records(out, path))
+    return records
+
+
+def _read_records(out: Path, path: Path) -> dict[int, dict[str, Any]]:
+    records: dict[int, dict[str, Any]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
@@ -61,12 +74,19 @@ def read_manifest(out: Path) -> dict[int, dict[str, Any]]:
 class GenerationJob:
     """One ``inout-aug generate`` run; ``todo`` lists the output indices still to make, ``make(i)`` makes one.
 
-    Use it as a context manager: it holds a lock on the output folder, so two runs never write one folder.
+    Use it as a context manager: it holds a lock on the output folder (on its shard of it), so two runs never
+    write the same outputs. ``shard=(k, n)`` makes only the outputs whose index is k modulo n, with a
+    manifest of its own: n processes (e.g. one per GPU under ``accelerate launch``) fill one folder
+    without overlap, and the folder reads as one bank.
     """
 
     def __init__(self, augmenter: str, input: str | os.PathLike, out: str | os.PathLike,
                  n: int | None = None, seed: int = 0, params: dict[str, Any] | None = None,
-                 layout: str = "auto", split: str = "train", data_options: dict[str, Any] | None = None):
+                 layout: str = "auto", split: str = "train", data_options: dict[str, Any] | None = None,
+                 shard: tuple[int, int] = (0, 1)):
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
+        self.shard = (int(shard[0]), int(shard[1]))
         self.out, root = _absolute(out), _absolute(input)
         found, self.data = normal_images(root, layout, split, data_options)
         self.sources = [p for p in map(_absolute, found) if not self._is_output(p)]
@@ -81,7 +101,7 @@ class GenerationJob:
         self.n = len(self.sources) if n is None else int(n)
         if self.n < 0:
             raise ValueError(f"-n must be at least 0, got {self.n}")
-        self._lock = _lock(self.out)
+        self._lock = _lock(self.out, self.shard)
         try:
             self._claim_output_folder(root)
             self.done = read_manifest(self.out)
@@ -91,15 +111,28 @@ class GenerationJob:
                     f"{self.out} already holds {len(self.done)} outputs, up to index {max(beyond)}: "
                     f"use -n {max(beyond) + 1} or more, or another --out folder"
                 )
-            for stale in self.out.glob("**/.*.tmp"):  # files an interrupted run was writing
-                stale.unlink()
-            write_text("".join(json.dumps(r) + "\n" for _, r in sorted(self.done.items())), self.out / MANIFEST)
+            for stale in self.out.glob("**/.*.tmp"):  # files an interrupted run of this shard was writing
+                if self._owns(stale):
+                    stale.unlink()
+            own = read_manifest(self.out, self.shard)  # rewritten without any half-written last line
+            write_text("".join(json.dumps(r) + "\n" for _, r in sorted(own.items())), self._manifest)
         except BaseException:
             self.close()
             raise
-        self.todo = [i for i in range(self.n) if i not in self.done]
+        self.todo = [i for i in range(self.n) if i not in self.done and i % self.shard[1] == self.shard[0]]
         order = torch.randperm(len(self.sources), generator=torch.Generator().manual_seed(self.seed))
         self._order = order.tolist()
+
+    @property
+    def _manifest(self) -> Path:
+        return self.out / manifest_name(self.shard)
+
+    def _owns(self, temporary: Path) -> bool:
+        """Whether a temporary file (``.NAME.XXXX.tmp``) belongs to this shard: any one, when not sharded."""
+        k, n = self.shard
+        number = temporary.name[1:].split(".", 1)[0]
+        own_manifest = temporary.name.startswith(f".{manifest_name(self.shard)}.")
+        return n == 1 or own_manifest or (number.isdigit() and int(number) % n == k)
 
     def _is_output(self, path: Path) -> bool:
         """Whether ``path`` is one of this run's outputs (images/, masks/, a preview beside them)."""
@@ -165,7 +198,7 @@ class GenerationJob:
         record = {"index": index, "image": f"images/{name}", "mask": mask, "source": str(source),
                   "augmenter": self.augmenter_name, "params": self.params, "seed": seed,
                   "drawn": result.params[0]}
-        with open(self.out / MANIFEST, "a", encoding="utf-8") as manifest:
+        with open(self._manifest, "a", encoding="utf-8") as manifest:
             manifest.write(json.dumps(record) + "\n")
         self.done[index] = record
         return record
@@ -200,10 +233,10 @@ def _absolute(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _lock(out: Path) -> IO:
-    """Hold an exclusive lock on ``out/.lock`` (where the platform has flock); refuse a folder in use."""
+def _lock(out: Path, shard: tuple[int, int]) -> IO:
+    """Hold an exclusive lock on ``out/.lock`` (per shard; where the platform has flock); refuse one in use."""
     out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / ".lock", "w")
+    handle = open(out / (".lock" if shard[1] == 1 else f".lock.shard-{shard[0]}-of-{shard[1]}"), "w")
     if fcntl is not None:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -361,3 +361,21 @@ def test_generate_with_in_out_mix(normals, tmp_path):
     assert sorted(d["side"] for d in drawn) == ["in"] * 3 + ["out"] * 3
     assert {d["source"] for d in drawn if d["side"] == "in"} == {"ProceduralTexture"}
     assert {d["source"] for d in drawn if d["side"] == "out"} == {"StructuralSource"}
+
+
+def test_shards_fill_one_folder_without_overlap_and_match_an_unsharded_run(normals, tmp_path):
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(whole), "-n", "7").exit_code == 0
+    processes = [subprocess.Popen([sys.executable, "-m", "inout_aug_cli", "generate", "-a", "memseg", "-i",
+                                   str(normals), "-o", str(sharded), "-n", "7", "--shard", f"{k}/3"])
+                 for k in range(3)]  # at the same time, as under `accelerate launch`
+    assert [p.wait(timeout=120) for p in processes] == [0, 0, 0]
+    for k in range(3):
+        own = (sharded / f"manifest.shard-{k}-of-3.jsonl").read_text().splitlines()
+        assert sorted(json.loads(line)["index"] for line in own) == list(range(k, 7, 3))
+    for name in (f"{i:06d}.png" for i in range(7)):
+        for part in ("images", "masks"):
+            assert (sharded / part / name).read_bytes() == (whole / part / name).read_bytes()
+    assert run("preview", str(sharded)).exit_code == 0  # the shards read as one bank
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(sharded), "-n", "7", "--shard", "3/3")
+    assert result.exit_code == 2 and "expected K/N" in result.output
