@@ -1,4 +1,4 @@
-"""The ``inout-aug`` command line: list, info, info-data, generate, preview, demo."""
+"""The ``inout-aug`` command line: list, info, info-data, finetune, generate, preview, demo."""
 
 from __future__ import annotations
 
@@ -171,6 +171,38 @@ def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: in
             click.echo(f"{job.data['layout']} dataset, split {split}: {len(job.sources)} normal images", err=True)
         _run(job)
     click.echo(f"{len(job.done)} outputs in {out} ({len(job.todo)} made now)")
+
+
+@cli.command()
+@click.option("--backend", type=click.Choice(["ddpm", "sd"]), required=True,
+              help="ddpm: a small model trained from scratch here; sd: a LoRA on a local Stable Diffusion checkpoint.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder (see `info-data`).")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for the model.")
+@click.option("--setting", type=click.Choice(["zero", "few", "full"]), default="few", show_default=True)
+@click.option("--shots", type=click.IntRange(min=1), default=5, show_default=True, help="Real defects (few-shot).")
+@click.option("--defect-type", default=None, help="Train on defects of this type only (see `info-data`).")
+@click.option("--layout", type=click.Choice(["auto", *LAYOUTS]), default="auto", show_default=True)
+@click.option("--split", default="train", show_default=True)
+@click.option("--data-option", "-d", "data_pairs", multiple=True, metavar="KEY=VALUE", help="Dataset layout option.")
+@click.option("--preset", default=None, help="Named settings [ddpm: default, smoke; sd: paper, smoke].")
+@click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting of the preset, repeatable (e.g. --set steps=2000 --set rank=16).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="sd: local Stable Diffusion checkpoint (diffusers folder or single .safetensors file).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@_one_line_errors
+def finetune(backend: str, data: Path, out: Path, setting: str, shots: int, defect_type: str | None, layout: str,
+             split: str, data_pairs: tuple[str, ...], preset: str | None, set_pairs: tuple[str, ...],
+             checkpoint: Path | None, seed: int) -> None:
+    """Adapt a diffusion model to a dataset's defects (zero-, few- or full-shot) for the `diffusion` augmenter."""
+    from inout_aug.diffusion.finetune import finetune as run_finetune
+
+    written = run_finetune(backend, data, out, setting=setting, shots=shots, defect_type=defect_type,
+                           layout=None if layout == "auto" else layout, split=split,
+                           data_options=parse_params(data_pairs), preset=preset, overrides=parse_params(set_pairs),
+                           checkpoint=checkpoint, seed=seed)
+    click.echo(f"model in {written}; use it with: inout-aug generate -a diffusion -p model={written} "
+               f"-p backend={backend} ...")
 
 
 @cli.command("info-data")

@@ -114,7 +114,7 @@ class DiffusionDefect(Augmenter):
 
             rgb = as_float(sd.generate(
                 self.model, self.prompt, num_images=len(image), seed=params["seed"], steps=self.steps,
-                guidance=self.guidance if self.guidance is not None else sd.INPAINT_GUIDANCE,
+                guidance=self.guidance if self.guidance is not None else sd.DIAG_GUIDANCE,
                 image=_to_bytes(image).expand(-1, 3, -1, -1), mask=mask, negative_prompt=self.negative_prompt,
             )).to(image.device)
             made = _channels(rgb, image.shape[1])
@@ -159,9 +159,9 @@ class DiffusionDefect(Augmenter):
             from inout_aug.diffusion import sd
 
             seed = int(torch.randint(2**62, (1,), generator=self.generator))
+            guidance = {} if self.guidance is None else {"guidance": self.guidance}
             rgb = sd.generate(self.model, self.prompt, num_images=n, seed=seed, steps=self.steps,
-                              guidance=self.guidance if self.guidance is not None else sd.TXT2IMG_GUIDANCE,
-                              negative_prompt=self.negative_prompt)
+                              negative_prompt=self.negative_prompt, **guidance)
             images = _channels(F.resize(rgb, [h, w], antialias=True), c)
             drawn = [{"mode": "txt2img", "backend": "sd", "steps": self.steps, "prompt": self.prompt,
                       "seed": mix_seed(seed, i), **self.hashes} for i in range(n)]

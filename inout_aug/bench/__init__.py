@@ -1,0 +1,1 @@
+"""Measuring what augmentation buys: backbones with offline weights, image features and distances."""

@@ -1,0 +1,98 @@
+"""Fine-tuning on a dataset: choose the real files of a setup, train a backend, record what went in."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from inout_aug.data.layouts import open_dataset, read_mask
+from inout_aug.data.training import choose_defects
+from inout_aug.io import digest, read_image, write_text
+
+#: What a fine-tuning run records beside its model.
+RECORD = "training_data.json"
+ZERO_SHOT_DDPM = (
+    "the ddpm backend learns what a defect looks like from real defects, and zero-shot has none: use "
+    "few-shot (--setting few --shots N) or full-shot, or the sd backend with Stable Diffusion weights "
+    "(inout-aug finetune --backend sd --checkpoint PATH)"
+)
+
+
+def finetune(backend: str, data: str | Path, out: str | Path, *, setting: str = "few", shots: int = 5,
+             defect_type: str | None = None, layout: str | None = None, split: str = "train",
+             data_options: dict[str, Any] | None = None, preset: str | None = None,
+             overrides: dict[str, Any] | None = None, checkpoint: str | Path | None = None, seed: int = 0,
+             normal_share: float = 0.1, progress: bool = True) -> Path:
+    """Train ``backend`` ("ddpm" or "sd") on the ``setting`` of a dataset split and write it to ``out``.
+
+    The real defects are chosen as in :class:`~inout_aug.data.TrainingSet` (``shots`` of them with ``seed``,
+    optionally of one ``defect_type``). ``ddpm`` trains on every normal image of the split and the chosen
+    defects; ``sd`` trains a LoRA on the chosen defects, or for zero-shot on ``normal_share`` of the normal
+    images (then prompt for defects). ``preset`` and ``overrides`` set the backend's settings. Writes the
+    model and ``training_data.json``: the dataset, the setup and every file that went in, with hashes.
+    """
+    out = Path(out)
+    dataset = open_dataset(data, layout, split, **(data_options or {}))
+    defects = dataset.defects()
+    if defect_type is not None:
+        defects = [r for r in defects if r.defect_type == defect_type]
+        if not defects:
+            types = sorted({r.defect_type for r in dataset.defects()})
+            raise ValueError(f"no defects of type {defect_type!r} in {dataset!r}; types: {', '.join(types)}")
+    chosen = choose_defects(defects, setting, shots if setting == "few" else None, seed)
+    if backend == "ddpm":
+        used = _ddpm(dataset, chosen, out, preset, overrides, seed, progress)
+    elif backend == "sd":
+        used = _sd(dataset, chosen, out, preset, overrides, checkpoint, seed, normal_share, progress)
+    else:
+        raise ValueError(f"backend must be 'ddpm' or 'sd', got {backend!r}")
+    record = {
+        "backend": backend, "dataset": {"layout": dataset.layout, "root": str(dataset.root), "split": split,
+                                        "options": dataset.options()},
+        "setting": setting, "shots": shots if setting == "few" else None, "defect_type": defect_type, "seed": seed,
+        "files": [{"image": str(path), "sha256": digest(path)} for path in used],
+    }
+    write_text(json.dumps(record, indent=2) + "\n", out / RECORD)
+    return out
+
+
+def _settings(cls: type, preset: str, overrides: dict[str, Any] | None, seed: int) -> Any:
+    """``cls.preset(preset)`` with ``seed`` and ``overrides``; an unknown setting names the valid ones."""
+    base = cls.preset(preset)
+    names = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(overrides or {}) - names)
+    if unknown:
+        raise TypeError(f"unknown setting {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    return dataclasses.replace(base, **{"seed": seed, **(overrides or {})})
+
+
+def _ddpm(dataset, chosen, out: Path, preset, overrides, seed: int, progress: bool) -> list[Path]:
+    from inout_aug.diffusion.ddpm import DDPMConfig, train_ddpm
+
+    if not chosen:
+        raise ValueError(ZERO_SHOT_DDPM)
+    config = _settings(DDPMConfig, preset or "default", overrides, seed)
+    normals = dataset.normals()
+    pairs = [(read_image(r.image), read_mask(r.mask, dataset.mask_threshold)) for r in chosen if r.mask is not None]
+    if not pairs:
+        raise ValueError("the ddpm backend needs defect masks (it paints inside them): the chosen defects have none")
+    model = train_ddpm([read_image(r.image) for r in normals], pairs, config, progress=progress)
+    model.save(out)
+    return [r.image for r in normals] + [r.image for r in chosen]
+
+
+def _sd(dataset, chosen, out: Path, preset, overrides, checkpoint, seed: int, share: float,
+        progress: bool) -> list[Path]:
+    from inout_aug.diffusion import sd
+
+    if checkpoint is None:
+        raise ValueError("the sd backend fine-tunes a local Stable Diffusion checkpoint: pass --checkpoint PATH")
+    settings = _settings(sd.LoraSettings, preset or "paper", overrides, seed)
+    images = [r.image for r in chosen]
+    if not images:  # zero-shot: the surface from a share of the normals; defects come from the prompt
+        normals = dataset.normals()
+        images = [r.image for r in normals[:: max(1, round(1 / share))]]
+    sd.finetune_lora(checkpoint, images, out, settings, progress=progress)
+    return images
