@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ class DiffusionDefect(Augmenter):
             raise ValueError("the ddpm backend only inpaints (mode='inpaint'); txt2img needs backend='sd'")
         if int(steps) < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
+        if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under accelerate or torchrun
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
         self.fit, self.backend, self.mode = fit, backend, mode
         self.prompt, self.negative_prompt = prompt, negative_prompt
         self.steps, self.guidance, self.scheduler, self.device = int(steps), guidance, scheduler, device
@@ -232,7 +235,7 @@ def _load_backend(backend: str, mode: str, model: Path, lora: str | None, lora_s
     from inout_aug.diffusion import sd
 
     pipeline = sd.load_pipeline(model, inpaint=mode == "inpaint", device=device)
-    hashes = {"model_hash": digest(model)}
+    hashes = {"model_hash": sd.checkpoint_hash(model)}
     if lora is not None:
         sd.load_lora(pipeline, lora, scale=lora_scale)
         hashes["lora_hash"] = digest(lora)

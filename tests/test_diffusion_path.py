@@ -1,0 +1,83 @@
+"""The whole in-distribution path from the command line, offline with tiny random-weight Stable Diffusion:
+finetune a LoRA -> generate banks (txt2img and inpaint) -> DiffusionDefect in a Compose."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from helpers import gradient_image
+from torchvision import tv_tensors
+
+from inout_aug.diffusion.transform import DiffusionDefect
+from inout_aug.io import read_image, write_png
+from inout_aug_cli.main import cli
+
+tiny = pytest.importorskip("inout_aug.diffusion.tiny")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("path")
+    data = root / "data"
+    for i in range(4):
+        write_png(gradient_image(1, 40, 44).roll(7 * i, -1), data / "normal" / f"n{i}.png")
+    for i in range(2):
+        write_png(gradient_image(1, 40, 44).roll(3 * i, -2), data / "defect" / f"d{i}.png")
+        mask = torch.zeros(1, 40, 44, dtype=torch.uint8)
+        mask[:, 10:20, 8 + 5 * i:30] = 255
+        write_png(mask, data / "masks" / f"d{i}.png")
+    return root, data, tiny.save_tiny_checkpoint(root / "sd"), tiny.save_tiny_checkpoint(root / "sdi", inpaint=True)
+
+
+def test_finetune_then_txt2img_bank_then_compose(setup):
+    root, data, base, _ = setup
+    run("finetune", "--backend", "sd", "--checkpoint", str(base), "--data", str(data), "--shots", "2",
+        "--preset", "smoke", "--out", str(root / "lora"), "-d", "test_fraction=0.25")
+    record = json.loads((root / "lora" / "training_data.json").read_text())
+    assert record["backend"] == "sd" and len(record["files"]) == 2
+    assert all("/defect/" in f["image"] for f in record["files"])
+    bank = root / "bank-txt2img"
+    run("generate", "-a", "diffusion", "-p", "backend=sd", "-p", f"model={base}", "-p", f"lora={root / 'lora'}",
+        "-p", "mode=txt2img", "-p", "steps=2", "-i", str(data), "-o", str(bank), "-n", "3")
+    records = [json.loads(line) for line in (bank / "manifest.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["mask"] is None for r in records)
+    drawn = records[0]["drawn"]
+    assert drawn["mode"] == "txt2img" and drawn["prompt"] == "sks defect" and drawn["steps"] == 2
+    assert len(drawn["model_hash"]) == 64 and len(drawn["lora_hash"]) == 64
+    assert read_image(bank / records[0]["image"]).shape == read_image(records[0]["source"]).shape
+    sample = {"image": tv_tensors.Image(gradient_image(3, 24, 24)), "label": 0}
+    out = DiffusionDefect(bank=str(bank), seed=0)(sample)
+    assert out["label"] == 1 and not out["mask"].any()  # a weak label
+
+
+def test_inpaint_bank_keeps_the_source_outside_real_masks(setup):
+    root, data, _, inpaint_base = setup
+    bank = root / "bank-inpaint"
+    run("generate", "-a", "diffusion", "-p", "backend=sd", "-p", f"model={inpaint_base}", "-p", f"masks={data}",
+        "-p", "steps=2", "-i", str(data), "-o", str(bank), "-n", "3")
+    for record in map(json.loads, (bank / "manifest.jsonl").read_text().splitlines()):
+        image, mask = read_image(bank / record["image"]), read_image(bank / record["mask"])[0] >= 128
+        source = read_image(record["source"])
+        assert mask.any() and image.shape == source.shape
+        assert torch.equal(image[:, ~mask], source[:, ~mask])
+        assert record["drawn"]["mode"] == "inpaint" and "lora_hash" not in record["drawn"]
+    out = DiffusionDefect(bank=str(bank), seed=1).augment(gradient_image(1, 40, 44)[None].repeat(3, 1, 1, 1))
+    assert out.defect.all() and out.mask.flatten(1).any(1).all()
