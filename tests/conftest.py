@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,3 +28,13 @@ def magnetic_tile() -> Path:
 def textures() -> Path:
     """A folder of real CC0 texture photographs (INOUT_AUG_TEXTURES); the test is skipped without it."""
     return _data_folder("INOUT_AUG_TEXTURES", "texture")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for the module: tiny diffusion models run fastest so, and two threads crawl on a
+    busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,15 +16,7 @@ from inout_aug.io import read_image, write_png
 from inout_aug_cli.main import cli
 
 tiny = pytest.importorskip("inout_aug.diffusion.tiny")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(*args: str):

@@ -18,7 +18,10 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from inout_aug.diffusion import sd, tiny  # noqa: E402
 from inout_aug.io import write_png  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # diffusers + numpy 2
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),  # diffusers + numpy 2
+    pytest.mark.usefixtures("one_thread"),
+]
 
 SMOKE = sd.LoraSettings.preset("smoke")
 TXT = {"steps": 2, "height": 32, "width": 32}
@@ -26,15 +29,6 @@ TXT = {"steps": 2, "height": 32, "width": 32}
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and several threads crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
