@@ -82,12 +82,17 @@ def _echo_table(rows: list[tuple[str, ...]], indent: str = "") -> None:
         click.echo(indent + "  ".join([*cells, row[-1]]))
 
 
-def _run(job: GenerationJob) -> None:
-    """Make the job's outstanding outputs with a progress bar on stderr."""
+def _run(job: GenerationJob, batch_size: int = 1) -> None:
+    """Make the job's outstanding outputs, ``batch_size`` at a time, with a progress bar on stderr."""
     label = f"{job.augmenter_name} -> {job.out}"
-    with click.progressbar(job.todo, label=label, file=sys.stderr) as bar:
-        for index in bar:
-            job.make(index)
+    with click.progressbar(length=len(job.todo), label=label, file=sys.stderr) as bar:
+        for start in range(0, len(job.todo), batch_size):
+            chunk = job.todo[start:start + batch_size]
+            if len(chunk) == 1:
+                job.make(chunk[0])
+            else:
+                job.make_batch(chunk)
+            bar.update(len(chunk))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,13 +154,15 @@ def info(name: str) -> None:
               help="Dataset split whose normal images are augmented (dataset layouts only).")
 @click.option("--data-option", "-d", "data_pairs", multiple=True, metavar="KEY=VALUE",
               help="Dataset layout option, repeatable (e.g. category=bottle, fold=1, seed=0).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Outputs made together where the augmenter can batch them (diffusion models); same bytes.")
 @click.option("--shard", default=None, metavar="K/N",
               help="Make only the outputs whose index is K modulo N [default: RANK/WORLD_SIZE under accelerate "
                    "launch or torchrun, else 0/1].")
 @_one_line_errors
 def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: int,
              param_pairs: tuple[str, ...], textures: Path | None, layout: str, split: str,
-             data_pairs: tuple[str, ...], shard: str | None) -> None:
+             data_pairs: tuple[str, ...], batch_size: int, shard: str | None) -> None:
     """Write defective images, masks and a manifest made from normal images.
 
     --input is a plain folder of normal images, or a dataset (KolektorSDD2, KolektorSDD, MVTec AD, magnetic
@@ -169,7 +176,7 @@ def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: in
                        data_options=parse_params(data_pairs), shard=parse_shard(shard)) as job:
         if job.data["layout"] != "images":
             click.echo(f"{job.data['layout']} dataset, split {split}: {len(job.sources)} normal images", err=True)
-        _run(job)
+        _run(job, batch_size)
     click.echo(f"{len(job.done)} outputs in {out} ({len(job.todo)} made now)")
 
 

@@ -147,18 +147,10 @@ class Augmenter(Transform):
             rows = chosen.to(image.device)
             picked = image if every else image.index_select(0, rows)
             work = as_float(picked)
-            params = self.make_params(work)
-            made_image, made_mask = self.transform(work, params)
-            self._check_made(work, made_image, made_mask)
-            made_mask = made_mask.to(image.device)
-            if self.keeps_outside:
-                merged = made_image if image.dtype == torch.float32 else _in_dtype(made_image, image.dtype)
-            else:
-                merged = _paste(work, made_image, made_mask, image.dtype)
-            made = made_mask.view(torch.uint8).flatten(1).amax(1).bool().cpu()  # any(), many times faster
+            merged, made_mask, made, drawn = self._apply(work, self.make_params(work), image.dtype, describe)
             defect[chosen] = made
-            for j in made.nonzero().flatten().tolist() if describe else ():
-                params_out[int(chosen[j])] = self.describe(params, j, len(chosen))
+            for j, params in zip(chosen.tolist(), drawn):
+                params_out[j] = params
             if every:
                 out_image, new_mask = merged, made_mask
             else:
@@ -167,6 +159,64 @@ class Augmenter(Transform):
         if old_mask is not None:
             new_mask = new_mask | old_mask.to(image.device)
         return Augmented(image=out_image, mask=new_mask, defect=defect, params=params_out)
+
+    def _apply(self, work: torch.Tensor, params: dict[str, Any], dtype: torch.dtype,
+               describe: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+        """Transform a float batch with its drawn ``params``: the result in ``dtype`` (outside the mask the input's
+        bytes), the (N, H, W) mask, which samples got a defect, and per sample the drawn parameters (if asked)."""
+        made_image, made_mask = self.transform(work, params)
+        self._check_made(work, made_image, made_mask)
+        made_mask = made_mask.to(work.device)
+        if self.keeps_outside:
+            merged = made_image if dtype == torch.float32 else _in_dtype(made_image, dtype)
+        else:
+            merged = _paste(work, made_image, made_mask, dtype)
+        made = made_mask.view(torch.uint8).flatten(1).amax(1).bool().cpu()  # any(), many times faster
+        n = len(work)
+        drawn = [self.describe(params, j, n) if made[j] else {} for j in range(n)] if describe else []
+        return merged, made_mask, made, drawn
+
+    def merge_params(self, drawn: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The parameters of one batch from those drawn for single samples, or None when this augmenter cannot
+        merge them (then :meth:`augment_each` takes the samples one at a time)."""
+        return None
+
+    def augment_each(self, images: list[torch.Tensor], seeds: list[int], indices: list[int]) -> list[Augmented]:
+        """Augment (1, C, H, W) images, each exactly as ``reseed(seed, index)`` then ``augment(image)`` would.
+
+        Where the shapes agree and :meth:`merge_params` can merge the samples' parameters, the transform runs
+        once for all of them (a diffusion model then samples one batch); the bytes are the same either way.
+        """
+        def one_at_a_time() -> list[Augmented]:
+            out = []
+            for image, seed, index in zip(images, seeds, indices):
+                self.reseed(seed, index)
+                out.append(self.augment(image))
+            return out
+
+        mergeable = type(self).merge_params is not Augmenter.merge_params
+        if len(images) < 2 or not mergeable or len({tuple(image.shape) for image in images}) > 1:
+            return one_at_a_time()
+        drawn: list[dict[str, Any] | None] = []
+        works = []
+        for image, seed, index in zip(images, seeds, indices):
+            check_image(image)
+            self.reseed(seed, index)
+            works.append(as_float(image))
+            drawn.append(self.make_params(works[-1]) if self._rand(1)[0] < self.p else None)
+        rows = [j for j, params in enumerate(drawn) if params is not None]
+        merged = self.merge_params([drawn[j] for j in rows]) if rows else None
+        if rows and merged is None:
+            return one_at_a_time()
+        out = [Augmented(image=image, mask=torch.zeros((1, *image.shape[2:]), dtype=torch.bool, device=image.device),
+                         defect=torch.zeros(1, dtype=torch.bool), params=[{}]) for image in images]
+        if rows:
+            made_image, mask, made, params = self._apply(torch.cat([works[j] for j in rows]), merged,
+                                                         images[0].dtype, True)
+            for k, j in enumerate(rows):
+                out[j] = Augmented(image=made_image[k:k + 1], mask=mask[k:k + 1], defect=made[k:k + 1],
+                                   params=params[k:k + 1])
+        return out
 
     def forward(self, *inputs: Any) -> Any:
         """Augment one sample or batch in any accepted structure and return the same structure."""

@@ -21,7 +21,7 @@ except ImportError:  # no flock on this platform: runs are not locked
 
 import torch
 
-from inout_aug.augmenter import mix_seed
+from inout_aug.augmenter import Augmented, mix_seed
 from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset
 from inout_aug.io import list_images, read_image, write_png, write_text
 from inout_aug.registry import create, parameters
@@ -175,20 +175,35 @@ class GenerationJob:
                 )
         write_text(json.dumps(settings, indent=2) + "\n", run_file)
 
-    def make(self, index: int) -> dict[str, Any]:
+    def source(self, index: int) -> Path:
+        """The normal image output ``index`` is made from."""
+        return self.sources[self._order[index % len(self.sources)]]
+
+    def make(self, index: int, first_attempt: int = 0) -> dict[str, Any]:
         """Make output ``index`` (a defect in a normal image), write its files, then append its record."""
-        source = self.sources[self._order[index % len(self.sources)]]
+        source = self.source(index)
         image = read_image(source)[None]
-        for attempt in range(MAX_TRIES):
+        for attempt in range(first_attempt, MAX_TRIES):
             seed = mix_seed(self.seed, index, attempt)
             self.augmenter.reseed(seed, index)
             result = self.augmenter.augment(image)
             if result.defect[0]:
-                break
-        else:
-            raise GenerationError(
-                f"{self.augmenter_name} made no defect in {source} after {MAX_TRIES} tries; check its parameters"
-            )
+                return self._write(index, source, result, seed)
+        raise GenerationError(
+            f"{self.augmenter_name} made no defect in {source} after {MAX_TRIES} tries; check its parameters"
+        )
+
+    def make_batch(self, indices: list[int]) -> list[dict[str, Any]]:
+        """Make several outputs at once where the augmenter can batch them (``augment_each``: a diffusion model
+        samples them together); every output is the same as ``make(i)`` would write."""
+        sources = [self.source(i) for i in indices]
+        seeds = [mix_seed(self.seed, i, 0) for i in indices]
+        results = self.augmenter.augment_each([read_image(s)[None] for s in sources], seeds, indices)
+        return [self._write(i, source, result, seed) if result.defect[0] else self.make(i, first_attempt=1)
+                for i, source, result, seed in zip(indices, sources, results, seeds)]
+
+    def _write(self, index: int, source: Path, result: Augmented, seed: int) -> dict[str, Any]:
+        """Write output ``index``'s files, then append its record to the manifest."""
         name = f"{index:06d}.png"
         write_png(result.image[0], self.out / "images" / name)
         mask = None

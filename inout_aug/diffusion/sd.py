@@ -250,11 +250,12 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
 
 def generate(pipeline, prompt: str, *, num_images: int = 1, seed: int = 0, steps: int = 25, guidance: float = 7.5,
              height: int | None = None, width: int | None = None, image: torch.Tensor | None = None,
-             mask: torch.Tensor | None = None, negative_prompt: str | None = None) -> torch.Tensor:
+             mask: torch.Tensor | None = None, negative_prompt: str | None = None,
+             seeds: Sequence[int] | None = None) -> torch.Tensor:
     """Generate ``num_images`` images as a (N, 3, H, W) uint8 tensor on the CPU.
 
     Image ``i`` is drawn with the seed ``mix_seed(seed, i)``, so it does not depend on how many images are made
-    with it. Without ``image``: txt2img (``height``/``width`` default to the model's size). With ``image``
+    with it; ``seeds`` gives each image's generator seed instead (and the number of images). Without ``image``: txt2img (``height``/``width`` default to the model's size). With ``image``
     ((N or 1, C, H, W) uint8, C = 1 or 3) and ``mask`` ((N or 1, H, W) bool, True = repaint): inpainting with a
     ``StableDiffusionInpaintPipeline`` at ``height`` x ``width`` (default: the image size rounded up to a multiple
     of 8); the result has the image's size, grey images come back as RGB, and every pixel outside the mask is
@@ -262,13 +263,16 @@ def generate(pipeline, prompt: str, *, num_images: int = 1, seed: int = 0, steps
     """
     from diffusers import StableDiffusionInpaintPipeline
 
+    if seeds is not None:
+        num_images = len(seeds)
     if num_images < 1:
         raise ValueError(f"num_images must be at least 1, got {num_images}")
     inpainting = isinstance(pipeline, StableDiffusionInpaintPipeline)
     if inpainting != (image is not None) or (image is None) != (mask is None):
         raise ValueError("inpainting pipelines need image= and mask=, txt2img pipelines take neither; "
                          "load the pipeline with load_pipeline(..., inpaint=True) to inpaint")
-    generators = [torch.Generator().manual_seed(mix_seed(seed, i)) for i in range(num_images)]
+    seeds = [mix_seed(seed, i) for i in range(num_images)] if seeds is None else seeds
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     options = {"num_inference_steps": steps, "guidance_scale": guidance, "negative_prompt": negative_prompt}
     if image is None:
         return _run(pipeline, prompt, generators, height=height, width=width, **options)

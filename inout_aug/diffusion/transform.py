@@ -106,17 +106,26 @@ class DiffusionDefect(Augmenter):
         seed = int(torch.randint(2**62, (1,), generator=self.generator))
         return {"mask": masks.to(image.device), "seed": seed}
 
+    def merge_params(self, drawn: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Samples drawn one by one, inpainted as one batch: each keeps its own generator seed."""
+        if self.replaces:
+            return None
+        return {"mask": torch.cat([d["mask"] for d in drawn]), "seed": [d["seed"] for d in drawn]}
+
     def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = params["mask"]
+        mask, seed = params["mask"], params["seed"]
+        per_sample = isinstance(seed, list)  # merged from single samples: one generator each
         if self.backend == "ddpm":
-            generator = torch.Generator().manual_seed(params["seed"])
+            generator = [torch.Generator().manual_seed(s) for s in seed] if per_sample else \
+                torch.Generator().manual_seed(seed)
             made = self.model.inpaint(image, mask, generator=generator, steps=self.steps, guidance=self.guidance,
                                       scheduler=self.scheduler)
         else:
             from inout_aug.diffusion import sd
 
+            seeds = [mix_seed(s, 0) for s in seed] if per_sample else [mix_seed(seed, i) for i in range(len(image))]
             rgb = as_float(sd.generate(
-                self.model, self.prompt, num_images=len(image), seed=params["seed"], steps=self.steps,
+                self.model, self.prompt, seeds=seeds, steps=self.steps,
                 guidance=self.guidance if self.guidance is not None else sd.DIAG_GUIDANCE,
                 image=_to_bytes(image).expand(-1, 3, -1, -1), mask=mask, negative_prompt=self.negative_prompt,
             )).to(image.device)
@@ -129,7 +138,8 @@ class DiffusionDefect(Augmenter):
             return params["bank"][index]
         return {"mode": self.mode, "backend": self.backend, "steps": self.steps, "scheduler": self.scheduler,
                 "guidance": self.guidance, "prompt": self.prompt if self.backend == "sd" else None,
-                "batch_seed": params["seed"], **self.hashes}
+                "generator_seed": params["seed"][index] if isinstance(params["seed"], list) else params["seed"],
+                **self.hashes}
 
     # -- bank entries and txt2img: whole new images --------------------------------------------------------------
     def _augment(self, image: torch.Tensor, old_mask: torch.Tensor | None, describe: bool) -> Augmented:
