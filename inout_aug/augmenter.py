@@ -185,7 +185,8 @@ class Augmenter(Transform):
         """Augment (1, C, H, W) images, each exactly as ``reseed(seed, index)`` then ``augment(image)`` would.
 
         Where the shapes agree and :meth:`merge_params` can merge the samples' parameters, the transform runs
-        once for all of them (a diffusion model then samples one batch); the bytes are the same either way.
+        once for all of them (a diffusion model then samples one batch) with the same draws; only a batched
+        network pass may round a pixel differently.
         """
         def one_at_a_time() -> list[Augmented]:
             out = []

@@ -195,7 +195,7 @@ class GenerationJob:
 
     def make_batch(self, indices: list[int]) -> list[dict[str, Any]]:
         """Make several outputs at once where the augmenter can batch them (``augment_each``: a diffusion model
-        samples them together); every output is the same as ``make(i)`` would write."""
+        samples them together); every output has the draws ``make(i)`` would use."""
         sources = [self.source(i) for i in indices]
         seeds = [mix_seed(self.seed, i, 0) for i in indices]
         results = self.augmenter.augment_each([read_image(s)[None] for s in sources], seeds, indices)
