@@ -88,3 +88,19 @@ def test_batched_generation_matches_one_at_a_time(setup):
         assert torch.equal(read_image(banks["1"] / "masks" / name), read_image(banks["3"] / "masks" / name))
         # The same seeds; a batched network pass may round a pixel to the next grey level.
         assert (one - batched).abs().max() <= 1 and (one == batched).float().mean() > 0.99
+
+
+def test_finetune_ddpm_then_live_inpainting_in_compose(setup):
+    root, data, _, _ = setup
+    run("finetune", "--backend", "ddpm", "--data", str(data), "--shots", "1", "--preset", "smoke",
+        "--out", str(root / "ddpm"), "-d", "test_fraction=0.25")
+    record = json.loads((root / "ddpm" / "training_data.json").read_text())
+    assert record["backend"] == "ddpm" and sum("/defect/" in f["image"] for f in record["files"]) == 1
+    augment = DiffusionDefect(model=str(root / "ddpm"), masks=str(data), steps=2, seed=0)
+    image = gradient_image(1, 40, 44)[None].repeat(2, 1, 1, 1)
+    out = augment.augment(image)
+    assert out.defect.all() and torch.equal(out.image[~out.mask[:, None]], image[~out.mask[:, None]])
+    assert len(out.params[0]["model_hash"]) == 64
+    refused = CliRunner().invoke(cli, ["finetune", "--backend", "ddpm", "--data", str(data), "--setting", "zero",
+                                       "--out", str(root / "zero")])
+    assert refused.exit_code == 1 and "zero-shot has none" in refused.output and "--backend sd" in refused.output
