@@ -36,7 +36,8 @@ def weak_bank(tmp_path):
     lines = []
     for i in range(4):
         write_png(torch.full((3, 32, 32), 40 * i, dtype=torch.uint8), root / "images" / f"{i:06d}.png")
-        lines.append(json.dumps({"index": i, "image": f"images/{i:06d}.png", "mask": None, "drawn": {"mode": "txt2img"}}))
+        record = {"index": i, "image": f"images/{i:06d}.png", "mask": None, "drawn": {"mode": "txt2img"}}
+        lines.append(json.dumps(record))
     (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return root
 

@@ -255,7 +255,8 @@ def generate(pipeline, prompt: str, *, num_images: int = 1, seed: int = 0, steps
     """Generate ``num_images`` images as a (N, 3, H, W) uint8 tensor on the CPU.
 
     Image ``i`` is drawn with the seed ``mix_seed(seed, i)``, so it does not depend on how many images are made
-    with it; ``seeds`` gives each image's generator seed instead (and the number of images). Without ``image``: txt2img (``height``/``width`` default to the model's size). With ``image``
+    with it; ``seeds`` gives each image's generator seed instead (and the number of images). Without ``image``:
+    txt2img (``height``/``width`` default to the model's size). With ``image``
     ((N or 1, C, H, W) uint8, C = 1 or 3) and ``mask`` ((N or 1, H, W) bool, True = repaint): inpainting with a
     ``StableDiffusionInpaintPipeline`` at ``height`` x ``width`` (default: the image size rounded up to a multiple
     of 8); the result has the image's size, grey images come back as RGB, and every pixel outside the mask is
