@@ -4,6 +4,11 @@ finetune a LoRA -> generate banks (txt2img and inpaint) -> DiffusionDefect in a 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -104,3 +109,29 @@ def test_finetune_ddpm_then_live_inpainting_in_compose(setup):
     refused = CliRunner().invoke(cli, ["finetune", "--backend", "ddpm", "--data", str(data), "--setting", "zero",
                                        "--out", str(root / "zero")])
     assert refused.exit_code == 1 and "zero-shot has none" in refused.output and "--backend sd" in refused.output
+
+
+def test_a_killed_bank_generation_resumes_to_exactly_n_identical_files(setup):
+    root, data, _, inpaint_base = setup
+    command = [sys.executable, "-m", "inout_aug_cli", "generate", "-a", "diffusion", "-p", "backend=sd",
+               "-p", f"model={inpaint_base}", "-p", "steps=2", "-i", str(data), "-o"]
+    run(*command[3:], str(root / "whole"), "-n", "8")
+    out = root / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([*command, str(out), "-n", "8"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (manifest.exists() and len(manifest.read_text().splitlines()) >= 2):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(manifest.read_text().splitlines()) < 8, "the run finished before it could be killed"
+    run(*command[3:], str(out), "-n", "8")
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert sorted(r["index"] for r in records) == list(range(8))
+    assert records[0]["drawn"]["scheduler"] == "DPMSolverMultistepScheduler"
+    for part in ("images", "masks"):
+        assert sorted(p.name for p in (out / part).iterdir()) == [f"{i:06d}.png" for i in range(8)]
+        for name in (f"{i:06d}.png" for i in range(8)):
+            assert (out / part / name).read_bytes() == (root / "whole" / part / name).read_bytes()

@@ -136,7 +136,8 @@ class DiffusionDefect(Augmenter):
     def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
         if "bank" in params:
             return params["bank"][index]
-        return {"mode": self.mode, "backend": self.backend, "steps": self.steps, "scheduler": self.scheduler,
+        scheduler = self.scheduler if self.backend == "ddpm" else type(self.model.scheduler).__name__
+        return {"mode": self.mode, "backend": self.backend, "steps": self.steps, "scheduler": scheduler,
                 "guidance": self.guidance, "prompt": self.prompt if self.backend == "sd" else None,
                 "generator_seed": params["seed"][index] if isinstance(params["seed"], list) else params["seed"],
                 **self.hashes}
@@ -176,8 +177,9 @@ class DiffusionDefect(Augmenter):
             rgb = sd.generate(self.model, self.prompt, num_images=n, seed=seed, steps=self.steps,
                               negative_prompt=self.negative_prompt, **guidance)
             images = _channels(F.resize(rgb, [h, w], antialias=True), c)
-            drawn = [{"mode": "txt2img", "backend": "sd", "steps": self.steps, "prompt": self.prompt,
-                      "seed": mix_seed(seed, i), **self.hashes} for i in range(n)]
+            drawn = [{"mode": "txt2img", "backend": "sd", "steps": self.steps,
+                      "scheduler": type(self.model.scheduler).__name__, "prompt": self.prompt,
+                      "generator_seed": mix_seed(seed, i), **self.hashes} for i in range(n)]
             return images, torch.zeros((n, h, w), dtype=torch.bool), drawn
         picks = torch.randint(len(self.bank), (n,), generator=self.generator).tolist()
         spots = torch.rand((n, 2), generator=self.generator).tolist()
