@@ -104,3 +104,17 @@ def test_errors_say_what_to_give(tmp_path):
         DiffusionDefect(model=str(tmp_path), mode="txt2img")
     with pytest.raises(ValueError, match="in-distribution|exactly one of bank"):
         create("inout")  # the default in-side needs a bank or a model
+
+
+def test_real_masks_of_one_defect_type_from_a_dataset(tmp_path):
+    for kind, (h, w) in (("scratch", (2, 20)), ("dent", (8, 8))):
+        write_png(gradient_image(1, 30, 30), tmp_path / "defect" / kind / f"{kind}.png")
+        mask = torch.zeros(1, 30, 30, dtype=torch.uint8)
+        mask[:, 5:5 + h, 5:5 + w] = 255
+        write_png(mask, tmp_path / "masks" / kind / f"{kind}.png")
+    write_png(gradient_image(1, 30, 30), tmp_path / "normal" / "n.png")
+    assert len(RealMasks(tmp_path).shapes) == 2
+    dents = RealMasks(tmp_path, scale=(1.0, 1.0), defect_type="dent")
+    assert set(dents.draw(10, (30, 30), torch.Generator()).flatten(1).sum(1).tolist()) == {64}
+    with pytest.raises(ValueError, match="no masked defects of type 'hole'.*types: dent, scratch"):
+        RealMasks(tmp_path, defect_type="hole")

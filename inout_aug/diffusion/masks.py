@@ -12,17 +12,18 @@ from inout_aug.io import list_images, read_image
 
 
 class RealMasks:
-    """Real defect masks (from a dataset's defective images, or a folder of mask images), each drawn at random,
-    flipped and turned by a multiple of 90 degrees, scaled by ``scale`` (a range) and placed at a random spot.
+    """Real defect masks (from a dataset's defective images, only those of ``defect_type`` when given, or a
+    folder of mask images), each drawn at random, flipped and turned by a multiple of 90 degrees, scaled by
+    ``scale`` (a range) and placed at a random spot.
 
     Masks are decoded once and kept cropped to their defect's bounding box.
     """
 
-    def __init__(self, source: str | Path, scale: tuple[float, float] = (0.75, 1.25)):
+    def __init__(self, source: str | Path, scale: tuple[float, float] = (0.75, 1.25), defect_type: str | None = None):
         path = Path(source)
         self.source = path
         self.scale = (float(scale[0]), float(scale[1]))
-        self.shapes = [_crop(m) for m in _load_masks(path)]
+        self.shapes = [_crop(m) for m in _load_masks(path, defect_type)]
         self.shapes = [m for m in self.shapes if m.numel()]
         if not self.shapes:
             raise ValueError(f"no defect pixels in the masks of {path}: give a dataset with masked defects "
@@ -52,16 +53,24 @@ class RealMasks:
         return out
 
 
-def _load_masks(path: Path) -> list[torch.Tensor]:
+def _load_masks(path: Path, defect_type: str | None) -> list[torch.Tensor]:
     """Defect masks from a dataset layout (its defective images' masks) or from a folder of mask images."""
     if not path.exists():
         raise FileNotFoundError(f"mask source {path} not found: give a dataset folder or a folder of mask images")
     try:
         layout = detect_layout(path)
     except LayoutError:
+        if defect_type is not None:
+            raise ValueError(f"a defect type ({defect_type!r}) needs a dataset; {path} is a plain folder") from None
         return [read_image(p).amax(0) >= 128 for p in list_images(path)]
     dataset = open_dataset(path, layout, "all")
-    return [read_mask(r.mask, dataset.mask_threshold) for r in dataset.defects() if r.mask is not None]
+    records = [r for r in dataset.defects() if r.mask is not None]
+    if defect_type is not None:
+        records = [r for r in records if r.defect_type == defect_type]
+        if not records:
+            types = sorted({r.defect_type for r in dataset.defects()})
+            raise ValueError(f"no masked defects of type {defect_type!r} in {path}; types: {', '.join(types)}")
+    return [read_mask(r.mask, dataset.mask_threshold) for r in records]
 
 
 def _crop(mask: torch.Tensor) -> torch.Tensor:

@@ -34,8 +34,8 @@ class DiffusionDefect(Augmenter):
       outside the mask unchanged); ``backend="sd"`` runs a Stable Diffusion checkpoint (optionally with
       ``lora``, merged at ``lora_scale``) in ``mode="inpaint"`` (an inpainting checkpoint, as DIAG) or
       ``mode="txt2img"`` (the paper: a whole new image, weak label). Inpainting masks are real defect masks
-      from ``masks`` (a dataset or a folder of mask images), turned, scaled and placed at random, or
-      MemSeg's Perlin regions when ``masks`` is None.
+      from ``masks`` (a dataset, its defects of ``mask_type`` only when given, or a folder of mask images),
+      turned, scaled and placed at random, or MemSeg's Perlin regions when ``masks`` is None.
 
     Recorded per sample (``describe``): the bank entry, or mode, backend, steps, scheduler, guidance, prompt
     and the model's (and LoRA's) hashes.
@@ -53,6 +53,7 @@ class DiffusionDefect(Augmenter):
         backend: str = "ddpm",
         mode: str = "inpaint",
         masks: str | None = None,
+        mask_type: str | None = None,
         prompt: str = "sks defect",
         negative_prompt: str | None = None,
         lora: str | None = None,
@@ -85,7 +86,7 @@ class DiffusionDefect(Augmenter):
         self.prompt, self.negative_prompt = prompt, negative_prompt
         self.steps, self.guidance, self.scheduler, self.device = int(steps), guidance, scheduler, device
         self.bank = None if bank is None else Bank(bank)
-        self.masks = None if masks is None else RealMasks(masks)
+        self.masks = None if masks is None else RealMasks(masks, defect_type=mask_type)
         self.model, self.hashes = None, {}
         if model is not None:
             self.model, self.hashes = _load_backend(backend, mode, Path(model), lora, lora_scale, device)
