@@ -135,8 +135,6 @@ class DiffusionDefect(Augmenter):
         return torch.lerp(image, made.to(image.dtype), mask[:, None].to(image.dtype)), mask
 
     def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
-        if "bank" in params:
-            return params["bank"][index]
         scheduler = self.scheduler if self.backend == "ddpm" else type(self.model.scheduler).__name__
         return {"mode": self.mode, "backend": self.backend, "steps": self.steps, "scheduler": scheduler,
                 "guidance": self.guidance, "prompt": self.prompt if self.backend == "sd" else None,
@@ -162,9 +160,8 @@ class DiffusionDefect(Augmenter):
         out_image = image.clone().index_copy_(0, rows, _in_dtype(made.to(image.device), image.dtype))
         out_mask.index_copy_(0, rows, masks.to(image.device))  # a replaced image's old mask no longer applies
         defect[chosen] = True
-        for row, record in zip(chosen.tolist(), drawn):
-            if describe:
-                params[row] = record
+        for row, record in zip(chosen.tolist() if describe else (), drawn):
+            params[row] = record
         return Augmented(out_image, out_mask, defect, params)
 
     def _new_images(self, n: int, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
