@@ -31,6 +31,8 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 import inout_aug
+from inout_aug.diffusion.masks import bounding_box
+from inout_aug.sample import as_bytes
 
 HERE = Path(__file__).resolve().parent
 
@@ -115,7 +117,7 @@ def quality_rows(data: Path, model_path: Path, defect_type: str, limit: int, see
         if not placed.any():
             continue
         made = model.inpaint(base[None].float() / 255, placed[None], generator=g, steps=25)[0]
-        crops["ddpm"].append(crop((made * 255).round().to(torch.uint8), placed))
+        crops["ddpm"].append(crop(as_bytes(made), placed))
         out = memseg.augment(base[None])
         crops["memseg"].append(crop(out.image[0], out.mask[0]))
         crops["normal"].append(crop(base, placed))
@@ -131,9 +133,9 @@ def quality_rows(data: Path, model_path: Path, defect_type: str, limit: int, see
 
 def crop(image: torch.Tensor, mask: torch.Tensor, margin: float = 1.5) -> torch.Tensor:
     """A square crop of ``image`` around ``mask``'s bounding box (``margin`` times its longer side)."""
-    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
-    cy, cx = (rows[0] + rows[-1]).item() / 2, (cols[0] + cols[-1]).item() / 2
-    side = int(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1, 16) * margin)
+    top, left, bottom, right = bounding_box(mask)
+    cy, cx = (top + bottom - 1) / 2, (left + right - 1) / 2
+    side = int(max(bottom - top, right - left, 16) * margin)
     h, w = image.shape[-2:]
     side = min(side, h, w)
     top = int(min(max(cy - side / 2, 0), h - side))

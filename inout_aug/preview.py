@@ -11,11 +11,12 @@ from torchvision.utils import draw_segmentation_masks, make_grid
 
 from inout_aug.generate import read_manifest
 from inout_aug.io import list_images, read_image, write_png
+from inout_aug.sample import match_channels
 
 
 def _fit(image: torch.Tensor, tile: int) -> torch.Tensor:
     """An RGB uint8 image scaled to fit a ``tile`` square, centred on grey."""
-    rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+    rgb = match_channels(image, 3)
     h, w = rgb.shape[-2:]
     scale = tile / max(h, w)
     size = [max(1, round(h * scale)), max(1, round(w * scale))]

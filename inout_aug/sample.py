@@ -67,6 +67,20 @@ def as_float(image: torch.Tensor) -> torch.Tensor:
     return image.float().div_(255) if image.dtype == torch.uint8 else image
 
 
+def as_bytes(image: torch.Tensor) -> torch.Tensor:
+    """A uint8 copy of a float image in [0, 1]: ``round(image * 255)``, clamped."""
+    return image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """``image`` (..., C, H, W) with ``channels`` channels: grey repeated to RGB (a view), RGB turned grey."""
+    if image.shape[-3] == channels:
+        return image
+    if channels == 3:
+        return image.expand(*image.shape[:-3], 3, *image.shape[-2:])
+    return F.rgb_to_grayscale(image)
+
+
 def check_mask(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """Validate a mask against a (B, C, H, W) image; return it as (B, H, W) bool."""
     if not isinstance(mask, torch.Tensor):

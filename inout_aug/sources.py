@@ -18,6 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from inout_aug.io import IMAGE_SUFFIXES, list_images, read_image
 from inout_aug.noise import perlin_noise, random_gradients
+from inout_aug.sample import match_channels
 
 
 def uniform(
@@ -119,10 +120,7 @@ class TextureFolder(AnomalySource):
     @staticmethod
     def _resize(texture: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
         h, w, c = size
-        resized = TF.resize(texture, [h, w], antialias=True)
-        if resized.shape[0] == c:
-            return resized
-        return TF.rgb_to_grayscale(resized) if c == 1 else resized.expand(c, h, w)
+        return match_channels(TF.resize(texture, [h, w], antialias=True), c)
 
 
 class ProceduralTexture(AnomalySource):

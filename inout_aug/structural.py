@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 
 from inout_aug.noise import rotated_view
+from inout_aug.sample import as_bytes
 from inout_aug.sources import AnomalySource, randint, uniform
 
 
@@ -51,7 +52,7 @@ class StructuralSource(AnomalySource):
     def draw(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, c = image.shape[:2]
         device = image.device
-        pixels = _quantise(image) if image.is_floating_point() else image
+        pixels = as_bytes(image) if image.is_floating_point() else image
         order = torch.rand((n, len(self.operations)), generator=generator, device=generator.device).argsort(1)
         order = order[:, : self.ops].to(device)
         identity = torch.arange(256, dtype=torch.float64, device=device)
@@ -67,7 +68,7 @@ class StructuralSource(AnomalySource):
                     spatial = operation.apply(_look_up(pixels.index_select(0, rows), table[rows]).div_(255), generator)
                     if pixels is image:
                         pixels = image.clone()
-                    pixels.index_copy_(0, rows, _quantise(spatial))
+                    pixels.index_copy_(0, rows, as_bytes(spatial))
                     table[rows] = identity
                 else:
                     counts = _histogram(pixels.index_select(0, rows)) if operation.on == "histogram" else None
@@ -97,11 +98,6 @@ def shuffle_tiles(image: torch.Tensor, grid: tuple[int, int], generator: torch.G
     out = image.clone()
     out[..., : grid_rows * th, : grid_cols * tw] = shuffled
     return out
-
-
-def _quantise(image: torch.Tensor) -> torch.Tensor:
-    """uint8 copy of a float image in [0, 1]."""
-    return image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _look_up(pixels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

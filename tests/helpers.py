@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import torch
@@ -82,3 +85,13 @@ TOY_MODULE = """
             level = params["level"].view(-1, 1, 1, 1).to(image)
             return level.expand_as(image).clone(), torch.ones(image.shape[0], *image.shape[2:], dtype=torch.bool)
 """
+
+
+def kill_after(command: list[str], manifest: Path, records: int, env: dict[str, str] | None = None) -> None:
+    """Run ``command`` and SIGKILL it once ``manifest`` holds ``records`` lines (or after 120 s)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (manifest.exists() and len(manifest.read_text().splitlines()) >= records):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import TOY_MODULE, gradient_image, make_distribution
+from helpers import TOY_MODULE, gradient_image, kill_after, make_distribution
 
 import inout_aug
 from inout_aug import registry
@@ -129,13 +127,8 @@ def test_killed_generation_resumes_to_exactly_n_valid_outputs(normals, tmp_path,
     out = tmp_path / "out"
     command = [sys.executable, "-m", "inout_aug_cli", "generate", "-a", "toy", "-i", str(normals), "-o", str(out),
                "-n", "30", "--param", "delay=0.05"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "manifest.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (manifest.exists() and len(manifest.read_text().splitlines()) >= 5):
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after(command, manifest, 5)
     assert len(manifest.read_text().splitlines()) < 30, "the run finished before it could be killed"
     subprocess.run(command, check=True, capture_output=True)
     records = [json.loads(line) for line in manifest.read_text().splitlines()]

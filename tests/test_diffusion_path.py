@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import gradient_image
+from helpers import gradient_image, kill_after
 from torchvision import tv_tensors
 
 from inout_aug.diffusion.transform import DiffusionDefect
@@ -118,14 +115,8 @@ def test_a_killed_bank_generation_resumes_to_exactly_n_identical_files(setup):
     run(*command[3:], str(root / "whole"), "-n", "8")
     out = root / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([*command, str(out), "-n", "8"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     manifest = out / "manifest.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (manifest.exists() and len(manifest.read_text().splitlines()) >= 2):
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after([*command, str(out), "-n", "8"], manifest, 2, env)
     assert len(manifest.read_text().splitlines()) < 8, "the run finished before it could be killed"
     run(*command[3:], str(out), "-n", "8")
     records = [json.loads(line) for line in manifest.read_text().splitlines()]

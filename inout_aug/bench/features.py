@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
+from inout_aug.sample import match_channels
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -21,7 +23,7 @@ def image_features(model: nn.Module, images: Sequence[torch.Tensor], size: int =
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
-        chunk = [F.resize(im.expand(3, -1, -1) if im.shape[0] == 1 else im, [size, size], antialias=True)
+        chunk = [F.resize(match_channels(im, 3), [size, size], antialias=True)
                  for im in images[start:start + batch_size]]
         x = F.normalize(torch.stack(chunk).float().div_(255), IMAGENET_MEAN, IMAGENET_STD)
         out.append(model(x.to(device)).flatten(1).float().cpu())

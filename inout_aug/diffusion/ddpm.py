@@ -27,6 +27,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from torchvision.transforms.v2 import functional as F
 
+from inout_aug.diffusion.masks import bounding_box
 from inout_aug.io import write_text
 
 #: Class labels of the UNet: normal surface, defect, and the null class of classifier-free guidance.
@@ -415,19 +416,13 @@ def _fit_window(h: int, w: int, cy: float, cx: float, side: int) -> tuple[int, i
     return top, left, height, width
 
 
-def _box(mask: torch.Tensor) -> tuple[int, int, int, int]:
-    """(top, left, bottom, right) of a non-empty (H, W) mask, bottom and right exclusive."""
-    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
-
-
 def _window(mask: torch.Tensor, config: DDPMConfig, scale: float = 1.0,
             shift: tuple[float, float] = (0.0, 0.0)) -> tuple[int, int, int, int]:
     """The window around a mask's defect: ``window_scale`` x its box (at least the patch), scaled and shifted.
 
     ``shift`` moves the centre by a fraction (-1..1) of the slack between box and window.
     """
-    top, left, bottom, right = _box(mask)
+    top, left, bottom, right = bounding_box(mask)
     extent = max(bottom - top, right - left)
     side = max(round(max(config.patch_size, extent * config.window_scale) * scale), extent)
     slack = (side - extent) / 4

@@ -73,9 +73,16 @@ def _load_masks(path: Path, defect_type: str | None) -> list[torch.Tensor]:
     return [read_mask(r.mask, dataset.mask_threshold) for r in records]
 
 
-def _crop(mask: torch.Tensor) -> torch.Tensor:
-    """The mask cut to the bounding box of its True pixels (empty when it has none)."""
+def bounding_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the True pixels of an (H, W) mask, bottom and right exclusive; all 0 when
+    there are none."""
     rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
     if not len(rows):
-        return mask[:0, :0]
-    return mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        return 0, 0, 0, 0
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def _crop(mask: torch.Tensor) -> torch.Tensor:
+    """The mask cut to the bounding box of its True pixels (empty when it has none)."""
+    top, left, bottom, right = bounding_box(mask)
+    return mask[top:bottom, left:right]

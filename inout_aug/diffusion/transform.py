@@ -14,7 +14,7 @@ from inout_aug.diffusion.bank import Bank
 from inout_aug.diffusion.masks import RealMasks
 from inout_aug.io import digest
 from inout_aug.noise import perlin_masks
-from inout_aug.sample import as_float
+from inout_aug.sample import as_bytes, as_float, match_channels
 
 BACKENDS = ("ddpm", "sd")
 MODES = ("inpaint", "txt2img")
@@ -128,9 +128,9 @@ class DiffusionDefect(Augmenter):
             rgb = as_float(sd.generate(
                 self.model, self.prompt, seeds=seeds, steps=self.steps,
                 guidance=self.guidance if self.guidance is not None else sd.DIAG_GUIDANCE,
-                image=_to_bytes(image).expand(-1, 3, -1, -1), mask=mask, negative_prompt=self.negative_prompt,
+                image=as_bytes(image).expand(-1, 3, -1, -1), mask=mask, negative_prompt=self.negative_prompt,
             )).to(image.device)
-            made = _channels(rgb, image.shape[1])
+            made = match_channels(rgb, image.shape[1])
         # Outside the mask: the input, bit for bit (the backends promise it; make sure of it here).
         return torch.lerp(image, made.to(image.dtype), mask[:, None].to(image.dtype)), mask
 
@@ -174,7 +174,7 @@ class DiffusionDefect(Augmenter):
             guidance = {} if self.guidance is None else {"guidance": self.guidance}
             rgb = sd.generate(self.model, self.prompt, num_images=n, seed=seed, steps=self.steps,
                               negative_prompt=self.negative_prompt, **guidance)
-            images = _channels(F.resize(rgb, [h, w], antialias=True), c)
+            images = match_channels(F.resize(rgb, [h, w], antialias=True), c)
             drawn = [{"mode": "txt2img", "backend": "sd", "steps": self.steps,
                       "scheduler": type(self.model.scheduler).__name__, "prompt": self.prompt,
                       "generator_seed": mix_seed(seed, i), **self.hashes} for i in range(n)]
@@ -187,7 +187,7 @@ class DiffusionDefect(Augmenter):
             weak = mask is None
             mask = torch.zeros(image.shape[-2:], dtype=torch.bool) if weak else mask
             image, mask = self._fit(image, mask, (h, w), spot)
-            images.append(_channels(image, c))
+            images.append(match_channels(image, c))
             masks.append(mask)
             record = self.bank.records[pick]
             drawn.append({"bank": str(self.bank.path), "entry": record["index"], "weak_label": weak})
@@ -215,17 +215,6 @@ def _resize(image: torch.Tensor, mask: torch.Tensor, size: list[int]) -> tuple[t
         return image, mask
     resized = F.resize(image, size, antialias=True)
     return resized, F.resize(mask[None].float(), size, interpolation=F.InterpolationMode.NEAREST)[0] > 0.5
-
-
-def _channels(image: torch.Tensor, c: int) -> torch.Tensor:
-    """``image`` (..., C, H, W) with ``c`` channels: grey repeated to RGB, RGB turned grey."""
-    if image.shape[-3] == c:
-        return image
-    return image.expand(*image.shape[:-3], 3, *image.shape[-2:]) if c == 3 else F.rgb_to_grayscale(image)
-
-
-def _to_bytes(image: torch.Tensor) -> torch.Tensor:
-    return image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _in_dtype(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
