@@ -1,4 +1,4 @@
-"""The ``inout-aug`` command line: list, info, info-data, finetune, generate, preview, demo."""
+"""The ``inout-aug`` command line: list, info, info-data, finetune, generate, bench, preview, demo."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import ast
 import functools
 import inspect
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -86,13 +87,7 @@ def _run(job: GenerationJob, batch_size: int = 1) -> None:
     """Make the job's outstanding outputs, ``batch_size`` at a time, with a progress bar on stderr."""
     label = f"{job.augmenter_name} -> {job.out}"
     with click.progressbar(length=len(job.todo), label=label, file=sys.stderr) as bar:
-        for start in range(0, len(job.todo), batch_size):
-            chunk = job.todo[start:start + batch_size]
-            if len(chunk) == 1:
-                job.make(chunk[0])
-            else:
-                job.make_batch(chunk)
-            bar.update(len(chunk))
+        job.run(batch_size, bar.update)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -210,6 +205,60 @@ def finetune(backend: str, data: Path, out: Path, setting: str, shots: int, defe
                            checkpoint=checkpoint, seed=seed)
     click.echo(f"model in {written}; use it with: inout-aug generate -a diffusion -p model={written} "
                f"-p backend={backend} ...")
+
+
+def _csv(text: str | None, kind: Callable[[str], Any] = str) -> tuple | None:
+    """A comma-separated option value as a tuple (None when not given)."""
+    return None if text is None else tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder (see `info-data`).")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Folder for the runs, the report and the diffusion banks; a rerun resumes there.")
+@click.option("--preset", type=click.Choice(["paper", "cpu", "smoke"]), default=None,
+              help="Named settings when no CONFIG file is given [default: cpu].")
+@click.option("--model", default=None, help="Any timm model name instead of the preset's.")
+@click.option("--weights", default=None, help="Local weights file of --model (or 'package' for efficientnet_lite0).")
+@click.option("--methods", default=None, metavar="A,B", help="Methods: none and registry names (wildcards work).")
+@click.option("--settings", default=None, metavar="zero,few,full", help="Training setups.")
+@click.option("--shots", type=click.IntRange(min=1), default=None, help="Real defects in few-shot.")
+@click.option("--seeds", default=None, metavar="0,1,2", help="Seeds; results are mean ± std over them.")
+@click.option("--in-ratio-sweep", is_flag=True, help="Add InOutMix at in_ratio 0, 0.25, 0.5, 0.75 and 1.")
+@click.option("--layout", type=click.Choice(["auto", *LAYOUTS]), default=None, help="Dataset layout [default: auto].")
+@click.option("--data-option", "-d", "data_pairs", multiple=True, metavar="KEY=VALUE", help="Dataset layout option.")
+@click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, repeatable (e.g. --set epochs=10 --set image_size=(160,160)).")
+@_one_line_errors
+def bench(config: Path | None, data: Path, out: Path, preset: str | None, model: str | None, weights: str | None,
+          methods: str | None, settings: str | None, shots: int | None, seeds: str | None, in_ratio_sweep: bool,
+          layout: str | None, data_pairs: tuple[str, ...], set_pairs: tuple[str, ...]) -> None:
+    """Train a defect classifier per method x setting x seed and report AP, AUROC, precision, recall and F1.
+
+    CONFIG is a JSON file of settings (see benchmarks/configs/); options override it. Writes runs/*.json,
+    summary.md, summary.json, pr-SETTING.png and positives-SETTING.png to --out.
+    """
+    from inout_aug.bench.config import BenchConfig, load_config
+    from inout_aug.bench.report import write_report
+    from inout_aug.bench.runner import Benchmark
+
+    if config is not None and preset is not None:
+        raise click.UsageError("give a CONFIG file or --preset, not both (a config file names its preset)")
+    given = {"model": model, "weights": weights, "methods": _csv(methods), "settings": _csv(settings),
+             "shots": shots, "seeds": _csv(seeds, int), "layout": None if layout == "auto" else layout,
+             "in_ratios": (0.0, 0.25, 0.5, 0.75, 1.0) if in_ratio_sweep else None}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if data_pairs:
+        overrides["data_options"] = parse_params(data_pairs)
+    overrides.update(parse_params(set_pairs))
+    settings_ = load_config(config, **overrides) if config else BenchConfig.preset(preset or "cpu", **overrides)
+    runner = Benchmark(settings_, data, out, log=lambda text: click.echo(text, err=True))
+    click.echo(f"{len(runner.runs)} runs ({len(runner.skipped)} method/setting pairs cannot run) -> {out}", err=True)
+    results = runner.run_all()
+    written = write_report(runner, results, "inout-aug " + shlex.join(sys.argv[1:]))
+    click.echo((out / "summary.md").read_text(encoding="utf-8"))
+    click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
 @cli.command("info-data")

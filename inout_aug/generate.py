@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 try:
     import fcntl
@@ -77,18 +77,22 @@ class GenerationJob:
     Use it as a context manager: it holds a lock on the output folder (on its shard of it), so two runs never
     write the same outputs. ``shard=(k, n)`` makes only the outputs whose index is k modulo n, with a
     manifest of its own: n processes (e.g. one per GPU under ``accelerate launch``) fill one folder
-    without overlap, and the folder reads as one bank.
+    without overlap, and the folder reads as one bank. ``sources`` (paths below ``input``) replaces the normal
+    images found in ``input`` by a chosen list.
     """
 
     def __init__(self, augmenter: str, input: str | os.PathLike, out: str | os.PathLike,
                  n: int | None = None, seed: int = 0, params: dict[str, Any] | None = None,
                  layout: str = "auto", split: str = "train", data_options: dict[str, Any] | None = None,
-                 shard: tuple[int, int] = (0, 1)):
+                 shard: tuple[int, int] = (0, 1), sources: list[str | os.PathLike] | None = None):
         if not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
         self.shard = (int(shard[0]), int(shard[1]))
         self.out, root = _absolute(out), _absolute(input)
-        found, self.data = normal_images(root, layout, split, data_options)
+        if sources is None:
+            found, self.data = normal_images(root, layout, split, data_options)
+        else:  # a chosen list (e.g. the benchmark's training normals), recorded by its hash in run.json
+            found, self.data = [Path(s) for s in sources], {"layout": "list"}
         self.sources = [p for p in map(_absolute, found) if not self._is_output(p)]
         if not self.sources:
             raise FileNotFoundError(f"no images in {root} besides the outputs in {self.out}")
@@ -178,6 +182,17 @@ class GenerationJob:
     def source(self, index: int) -> Path:
         """The normal image output ``index`` is made from."""
         return self.sources[self._order[index % len(self.sources)]]
+
+    def run(self, batch_size: int = 1, progress: Callable[[int], None] | None = None) -> None:
+        """Make every output still to do, ``batch_size`` at a time; ``progress(k)`` hears of each k made."""
+        for start in range(0, len(self.todo), batch_size):
+            chunk = self.todo[start:start + batch_size]
+            if len(chunk) == 1:
+                self.make(chunk[0])
+            else:
+                self.make_batch(chunk)
+            if progress is not None:
+                progress(len(chunk))
 
     def make(self, index: int, first_attempt: int = 0) -> dict[str, Any]:
         """Make output ``index`` (a defect in a normal image), write its files, then append its record."""

@@ -135,8 +135,8 @@ class TrainingSet(Dataset):
             "positive_fraction": self.positive_fraction, "flip_real": self.flip_real,
             "augmenter": None if self.augmenter is None else repr(self.augmenter),
             "counts": self.counts(), "real_defects": real,
-            "normals": {"count": len(normals), "sha256": _digest(normals)},
-            "augmented_bases": {"count": len(bases), "sha256": _digest(bases)},
+            "normals": {"count": len(normals), "sha256": digest_paths(normals)},
+            "augmented_bases": {"count": len(bases), "sha256": digest_paths(bases)},
         }
 
     def save_record(self, path: str | Path) -> Path:
@@ -145,7 +145,8 @@ class TrainingSet(Dataset):
         return Path(path)
 
 
-def _digest(paths: list[str]) -> str:
+def digest_paths(paths: list[str]) -> str:
+    """A SHA-256 of a list of file names, in order."""
     return hashlib.sha256("\n".join(paths).encode()).hexdigest()
 
 

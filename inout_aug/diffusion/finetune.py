@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from inout_aug.data.layouts import open_dataset, read_mask
+from inout_aug.data.layouts import Record, open_dataset, read_mask
 from inout_aug.data.training import choose_defects
 from inout_aug.io import digest, read_image, write_text
 
@@ -43,7 +43,7 @@ def finetune(backend: str, data: str | Path, out: str | Path, *, setting: str = 
             raise ValueError(f"no defects of type {defect_type!r} in {dataset!r}; types: {', '.join(types)}")
     chosen = choose_defects(defects, setting, shots if setting == "few" else None, seed)
     if backend == "ddpm":
-        used = _ddpm(dataset, chosen, out, preset, overrides, seed, progress)
+        used = finetune_ddpm(dataset, chosen, out, preset, overrides, seed, progress)
     elif backend == "sd":
         used = _sd(dataset, chosen, out, preset, overrides, checkpoint, seed, normal_share, progress)
     else:
@@ -68,7 +68,10 @@ def _settings(cls: type, preset: str, overrides: dict[str, Any] | None, seed: in
     return dataclasses.replace(base, **{"seed": seed, **(overrides or {})})
 
 
-def _ddpm(dataset, chosen, out: Path, preset, overrides, seed: int, progress: bool) -> list[Path]:
+def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None = None,
+                  overrides: dict[str, Any] | None = None, seed: int = 0, progress: bool = True) -> list[Path]:
+    """Train the ddpm backend on every normal image of ``dataset`` (anything with ``normals()`` and
+    ``mask_threshold``, e.g. a layout) and the ``chosen`` defects; write it to ``out``; return the files used."""
     from inout_aug.diffusion.ddpm import DDPMConfig, train_ddpm
 
     if not chosen:

