@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,11 +102,6 @@ class BenchConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (tuples as lists)."""
         return json.loads(json.dumps(asdict(self)))
-
-    def digest(self, *extra: Any) -> str:
-        """A short hash of the settings (and ``extra``): a finished run is reused only under the same hash."""
-        text = json.dumps([self.to_dict(), *extra], sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_config(path: str | Path, **overrides: Any) -> BenchConfig:

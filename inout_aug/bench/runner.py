@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -30,6 +31,8 @@ NO_SD_WEIGHTS = (
     "needs Stable Diffusion weights: the ddpm backend learns defects from real ones, and zero-shot has none "
     "(give method_params.diffusion.bank, a bank made with the sd backend)"
 )
+#: Settings that choose which runs there are, not what a run does.
+PLAN_FIELDS = ("methods", "settings", "seeds", "in_ratios")
 VERSIONED = ("inout-aug", "torch", "torchvision", "timm", "numpy", "diffusers")
 
 
@@ -110,9 +113,11 @@ class Benchmark:
         return self.out / "runs" / f"{run.name(self.config.shots)}.json"
 
     def digest(self, run: Run) -> str:
-        """What a run's result depends on: the settings (less the list of runs), the run, the data."""
-        settings = {k: v for k, v in self.config.to_dict().items() if k not in ("methods", "settings", "seeds")}
-        return BenchConfig.digest(self.config, settings, run.method, run.setting, run.seed, self.data.record())
+        """A hash of what a run's result depends on: the settings (less the list of runs), the run, the data; a
+        stored result is reused only under the same hash."""
+        settings = {k: v for k, v in self.config.to_dict().items() if k not in PLAN_FIELDS}
+        text = json.dumps([settings, run.method, run.setting, run.seed, self.data.record()], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def finished(self, run: Run) -> dict[str, Any] | None:
         """The stored result of ``run`` if it was made with the current settings."""
