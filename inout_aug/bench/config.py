@@ -125,7 +125,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "learning_rate": 1e-4, "settings": ("zero", "few", "full")},
     # EfficientNet-Lite0 with real ImageNet weights, sized so the magnetic tile sweep fits an hour on 2 cores.
     "cpu": {"image_size": (128, 128), "epochs": 5, "frozen_blocks": 2, "learning_rate": 3e-4,
-            "ddpm_overrides": {"steps": 800}, "bank_size": 120},
+            "ddpm_overrides": {"steps": 400}, "bank_size": 64},
     # The same path in minutes, for tests.
     "smoke": {"image_size": (64, 64), "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "seeds": (0,),
               "shots": 2, "ddpm_preset": "smoke", "bank_size": 4, "diffusion_steps": 2},
