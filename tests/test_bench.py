@@ -160,6 +160,9 @@ def test_bench_cli_writes_results_report_and_resumes(folder_data, tmp_path):
     again = _bench(folder_data, out, "--methods", "none,memseg")
     assert again.exit_code == 0 and again.output.count("done before") == 3
     assert {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")} == before
+    narrower = _bench(folder_data, out, "--methods", "memseg", "--settings", "few", "--seeds", "0,1")
+    assert narrower.output.count("done before") == 1 and (out / "runs" / "memseg-few2-seed1.json").is_file()
+    assert "| memseg | 2 |" in (out / "summary.md").read_text()  # the report covers the runs asked for
     other = _bench(folder_data, tmp_path / "other", "--methods", "memseg", "--settings", "few")
     twin = json.loads((tmp_path / "other" / "runs" / "memseg-few2-seed0.json").read_text())
     assert other.exit_code == 0 and twin["scores"] == record["scores"]  # the same seed gives the same run

@@ -252,6 +252,17 @@ def test_outputs_inside_the_input_folder_are_not_inputs(normals, tmp_path):
     assert all(Path(s).is_absolute() for s in sources)
 
 
+def test_a_job_on_chosen_sources_uses_only_them_and_reports_progress(normals, tmp_path):
+    chosen = [normals / "n1.png", normals / "n3.png"]
+    ticks = []
+    with GenerationJob("memseg", normals, tmp_path / "out", n=5, seed=2, sources=chosen) as job:
+        job.run(batch_size=2, progress=ticks.append)
+    records = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert ticks == [2, 2, 1] and len(records) == 5
+    assert {r["source"] for r in records} == {str(p) for p in chosen}
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["data"] == {"layout": "list"}
+
+
 def test_a_changed_input_folder_is_refused(normals, tmp_path):
     out = tmp_path / "out"
     assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "2").exit_code == 0

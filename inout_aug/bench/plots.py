@@ -33,7 +33,7 @@ Box = tuple[int, int, int, int]
 
 def _font() -> PIL.ImageFont.ImageFont | PIL.ImageFont.FreeTypeFont:
     """PIL's built-in font (no font files needed)."""
-    return PIL.ImageFont.load_default()
+    return PIL.ImageFont.load_default(size=13)
 
 
 def _text_size(draw: PIL.ImageDraw.ImageDraw, text: str) -> tuple[int, int]:
