@@ -169,7 +169,8 @@ def _shorten(draw: PIL.ImageDraw.ImageDraw, text: str, width: int) -> str:
 
 
 def _tile(image: torch.Tensor, mask: torch.Tensor | None, tile: int) -> torch.Tensor:
-    """A (3, tile, tile) uint8 tile of ``image``, with ``mask`` (non-zero = defect) overlaid in red."""
+    """A (3, tile, tile) uint8 tile of ``image`` with the outline of ``mask`` (non-zero = defect) in red, so the
+    defect itself stays visible."""
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"positives must be (C, H, W) uint8 images with C = 1 or 3, got {image.dtype} "
                          f"{tuple(image.shape)}")
@@ -180,8 +181,9 @@ def _tile(image: torch.Tensor, mask: torch.Tensor | None, tile: int) -> torch.Te
     if mask.shape != image.shape[-2:]:
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not match its image {tuple(image.shape)}; "
                          "pass an (H, W) mask per image")
-    fitted = _fit((mask != 0).to(torch.uint8)[None] * 255, tile)[0] > 127
-    return draw_segmentation_masks(shown, fitted, alpha=0.4, colors="red")
+    fitted = (_fit((mask != 0).to(torch.uint8)[None] * 255, tile)[0] > 127).float()[None]
+    inner = -torch.nn.functional.max_pool2d(-fitted, 3, stride=1, padding=1)  # eroded by one pixel
+    return draw_segmentation_masks(shown, (fitted - inner)[0] > 0, alpha=1.0, colors="red")
 
 
 def _row_labels(rows: dict[str, list[tuple[torch.Tensor, torch.Tensor | None]]], width: int, height: int,
@@ -199,7 +201,7 @@ def _row_labels(rows: dict[str, list[tuple[torch.Tensor, torch.Tensor | None]]],
 def positives_figure(rows: dict[str, list[tuple[torch.Tensor, torch.Tensor | None]]], tile: int = 96,
                      columns: int = 8) -> torch.Tensor:
     """A (3, H, W) uint8 sheet, one row per method: its name, then up to ``columns`` of the positives it trained
-    on as (image, mask or None) pairs, each mask overlaid in red."""
+    on as (image, mask or None) pairs, each mask outlined in red."""
     if not rows:
         raise ValueError("no rows to draw; pass {method: [(image, mask or None), ...]}")
     if tile < 1 or columns < 1:

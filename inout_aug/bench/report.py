@@ -128,6 +128,7 @@ def _header(bench: Benchmark, results: list[dict[str, Any]], command: str | None
         f"Threshold for precision/recall/F1: the score exceeded by {config.false_alarm_rate:.0%} of the validation "
         "normals (no test data, no positives). AP and AUROC need no threshold. Mean ± std over seeds.",
         f"Versions: {', '.join(f'{k} {v}' for k, v in first.get('versions', {}).items())}; commit "
-        f"{first.get('commit')}; total training time {sum(r['seconds'] for r in results) / 60:.1f} min.", "",
+        f"{first.get('commit')}; the runs took {sum(r['seconds'] for r in results) / 60:.1f} min in all (a diffusion "
+        "run's time includes training its ddpm and sampling its bank).", "",
     ]
     return "\n".join(line for line in lines if line is not None)
