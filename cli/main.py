@@ -252,8 +252,8 @@ def bench(config: Path | None, data: Path, out: Path, preset: str | None, model:
     if data_pairs:
         overrides["data_options"] = parse_params(data_pairs)
     overrides.update(parse_params(set_pairs))
-    settings_ = load_config(config, **overrides) if config else BenchConfig.preset(preset or "cpu", **overrides)
-    runner = Benchmark(settings_, data, out, log=lambda text: click.echo(text, err=True))
+    bench_config = load_config(config, **overrides) if config else BenchConfig.preset(preset or "cpu", **overrides)
+    runner = Benchmark(bench_config, data, out, log=lambda text: click.echo(text, err=True))
     click.echo(f"{len(runner.runs)} runs ({len(runner.skipped)} method/setting pairs cannot run) -> {out}", err=True)
     results = runner.run_all()
     written = write_report(runner, results, "inout-aug " + shlex.join(sys.argv[1:]))

