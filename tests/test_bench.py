@@ -11,9 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from inout_aug.bench.classifier import IMAGENET_MEAN, IMAGENET_STD, create_classifier, frozen_parts, model_input
+from inout_aug.bench.classifier import create_classifier, frozen_parts, model_input
 from inout_aug.bench.config import BenchConfig, load_config
 from inout_aug.bench.data import open_bench_data
+from inout_aug.bench.features import IMAGENET_MEAN, IMAGENET_STD
 from inout_aug.bench.report import markdown, summarize
 from inout_aug.bench.runner import NO_POSITIVES, NO_SD_WEIGHTS, Run, plan
 from inout_aug.io import write_png

@@ -9,15 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as F
 
 from inout_aug.augmenter import Augmenter, mix_seed
 from inout_aug.bench.backbones import create_backbone
 from inout_aug.bench.config import REQUIRED, BenchConfig
+from inout_aug.bench.features import IMAGENET_MEAN, IMAGENET_STD
 from inout_aug.data.loading import augment_batch, collate, make_loader
 from inout_aug.sample import as_float, match_channels
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def create_classifier(config: BenchConfig, seed: int) -> nn.Module:
@@ -56,9 +55,7 @@ def model_input(images: torch.Tensor) -> torch.Tensor:
     """A (B, C, H, W) image batch (uint8 or float, 1 or 3 channels) as the ImageNet-normalised RGB floats the
     backbone takes."""
     x = match_channels(as_float(images.as_subclass(torch.Tensor)), 3)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    return F.normalize(x, IMAGENET_MEAN, IMAGENET_STD).contiguous(memory_format=torch.channels_last)
 
 
 def train_classifier(model: nn.Module, dataset: Dataset, config: BenchConfig, seed: int,

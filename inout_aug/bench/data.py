@@ -25,7 +25,7 @@ class ResizedView:
     """
 
     def __init__(self, dataset: Layout, records: list[Record], size: tuple[int, int],
-                 cache: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None):
+                 cache: dict[str, dict[str, Any]] | None = None):
         self.dataset, self.records, self.size = dataset, list(records), (int(size[0]), int(size[1]))
         self.layout, self.root, self.split = dataset.layout, dataset.root, dataset.split
         self.mask_threshold = dataset.mask_threshold
@@ -40,10 +40,6 @@ class ResizedView:
     def defects(self) -> list[Record]:
         return [r for r in self.records if r.label == 1]
 
-    @property
-    def labels(self) -> list[int]:
-        return [r.label for r in self.records]
-
     def __len__(self) -> int:
         return len(self.records)
 
@@ -51,18 +47,17 @@ class ResizedView:
         return self.read(self.records[index])
 
     def read(self, record: Record) -> dict[str, Any]:
-        """The layout's sample dict of ``record`` at this view's size."""
+        """The layout's sample dict of ``record`` at this view's size (a new dict, the cached tensors)."""
         key = f"{record.image}@{self.size}"
         if key not in self._cache:
             sample = self.dataset.read(record)
-            image = F.resize(sample["image"].as_subclass(torch.Tensor), list(self.size), antialias=True)
-            mask = F.resize(sample["mask"].as_subclass(torch.Tensor)[None].to(torch.uint8), list(self.size),
-                            interpolation=F.InterpolationMode.NEAREST)[0].bool()
-            self._cache[key] = (image, mask)
-        image, mask = self._cache[key]
-        return {"image": tv_tensors.Image(image), "mask": tv_tensors.Mask(mask), "label": record.label,
-                "has_mask": record.mask is not None or record.label == 0, "path": str(record.image),
-                "defect_type": record.defect_type}
+            sample["image"] = tv_tensors.Image(F.resize(sample["image"].as_subclass(torch.Tensor), list(self.size),
+                                                        antialias=True))
+            sample["mask"] = tv_tensors.Mask(F.resize(
+                sample["mask"].as_subclass(torch.Tensor)[None].to(torch.uint8), list(self.size),
+                interpolation=F.InterpolationMode.NEAREST)[0].bool())
+            self._cache[key] = sample
+        return dict(self._cache[key])
 
     def digest(self) -> str:
         """A hash of this view's file list (with labels)."""
@@ -97,7 +92,7 @@ def open_bench_data(root: str | Path, size: tuple[int, int], val_fraction: float
         raise ValueError(f"{train!r} holds {len(normals)} normal images: a benchmark needs some to train on and "
                          "some to hold out for the decision threshold")
     kept, held_out = stratified_split(normals, val_fraction, VALIDATION_SEED)
-    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    cache: dict[str, dict[str, Any]] = {}
     return BenchData(
         train=ResizedView(train, kept + train.defects(), size, cache),
         validation=ResizedView(train, held_out, size, cache),

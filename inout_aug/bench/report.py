@@ -131,4 +131,4 @@ def _header(bench: Benchmark, results: list[dict[str, Any]], command: str | None
         f"{first.get('commit')}; the runs took {sum(r['seconds'] for r in results) / 60:.1f} min in all (a diffusion "
         "run's time includes training its ddpm and sampling its bank).", "",
     ]
-    return "\n".join(line for line in lines if line is not None)
+    return "\n".join(lines)

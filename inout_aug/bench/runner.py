@@ -20,6 +20,7 @@ from inout_aug.bench import metrics
 from inout_aug.bench.classifier import create_classifier, predict, train_classifier
 from inout_aug.bench.config import BASELINE, BenchConfig
 from inout_aug.bench.data import BenchData, open_bench_data
+from inout_aug.data.layouts import read_mask
 from inout_aug.data.training import TrainingSet, choose_defects
 from inout_aug.io import write_png, write_text
 from inout_aug.registry import create, list_augmenters
@@ -218,17 +219,18 @@ class Benchmark:
         masks = [r for r in chosen if r.mask is not None]
         made_with = {"ddpm_preset": self.config.ddpm_preset, "ddpm_overrides": self.config.ddpm_overrides,
                      "normals": train.digest(), "defects": [str(r.image) for r in chosen]}
-        record = folder / "settings.json"
-        if record.is_file() and json.loads(record.read_text(encoding="utf-8")) != json.loads(json.dumps(made_with)):
-            raise ValueError(f"{folder} holds a ddpm model made with other settings or data ({record}); delete "
-                             "the folder to make a new one, or use another --out")
-        write_text(json.dumps(made_with, indent=2) + "\n", record)
+        settings_file = folder / "settings.json"
+        if settings_file.is_file() and \
+                json.loads(settings_file.read_text(encoding="utf-8")) != json.loads(json.dumps(made_with)):
+            raise ValueError(f"{folder} holds a ddpm model made with other settings or data ({settings_file}); "
+                             "delete the folder to make a new one, or use another --out")
+        write_text(json.dumps(made_with, indent=2) + "\n", settings_file)
         if not (folder / "ddpm" / "config.json").is_file():
             self.log(f"ddpm for {folder.name}: training on {len(train.normals())} normals and {len(chosen)} defects")
             finetune_ddpm(train, chosen, folder / "ddpm", self.config.ddpm_preset, self.config.ddpm_overrides,
                           seed=mix_seed(seed, "ddpm"))
         for i, record in enumerate(masks):  # the inpainting masks: the shapes of this run's real defects only
-            write_png(train.dataset.read(record)["mask"][None].to(torch.uint8) * 255,
+            write_png(read_mask(record.mask, train.mask_threshold)[None].to(torch.uint8) * 255,
                       folder / "masks" / f"{i:02d}-{record.image.stem}.png")
         params = {"model": str(folder / "ddpm"), "backend": "ddpm", "masks": str(folder / "masks"),
                   "steps": self.config.diffusion_steps}
