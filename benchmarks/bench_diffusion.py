@@ -31,8 +31,8 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 import inout_aug
-from inout_aug.diffusion.masks import bounding_box
-from inout_aug.sample import as_bytes
+from inout_aug.data.masks import bounding_box
+from inout_aug.core.sample import as_bytes
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,8 +49,9 @@ def speed_rows(repeats: int) -> list[dict]:
     """Images/s of inout-aug's generation defaults and of diffusers' defaults, tiny models, same run."""
     from diffusers import DDPMScheduler
 
-    from inout_aug.diffusion import sd, tiny
-    from inout_aug.diffusion.ddpm import DDPMConfig, DDPMDefectModel, _build_unet
+    from inout_aug.models import sd
+from inout_aug.testing import tiny_sd as tiny
+    from inout_aug.models.ddpm import DDPMConfig, DDPMDefectModel, _build_unet
 
     n = 4
     ours = sd.load_pipeline(tiny.save_tiny_checkpoint(Path("/tmp/inout-bench-sd")))
@@ -94,9 +95,9 @@ def quality_rows(data: Path, model_path: Path, defect_type: str, limit: int, see
     from inout_aug.bench.features import image_features, kid
     from inout_aug.data import open_dataset
     from inout_aug.data.layouts import read_mask
-    from inout_aug.diffusion.ddpm import DDPMDefectModel
-    from inout_aug.io import read_image
-    from inout_aug.memseg import MemSegRegion
+    from inout_aug.models.ddpm import DDPMDefectModel
+    from inout_aug.core.io import read_image
+    from inout_aug.augmenters.memseg import MemSegRegion
 
     test = open_dataset(data, split="test")
     real = [r for r in test.defects() if r.defect_type == defect_type][:limit]

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 import inout_aug
-from inout_aug.memseg import MemSegRegion
+from inout_aug.augmenters.memseg import MemSegRegion
 
 SIZE = 256
 HERE = Path(__file__).resolve().parent

@@ -15,12 +15,12 @@ from typing import Any, Callable
 import click
 
 import inout_aug
-from inout_aug import registry
+from inout_aug.core import registry
 from inout_aug.data.layouts import LAYOUTS, format_summary, open_dataset
-from inout_aug.generate import GenerationError, GenerationJob
-from inout_aug.io import write_png
-from inout_aug.preview import preview_folder
-from inout_aug.surfaces import make_surfaces
+from inout_aug.tools.generate import GenerationError, GenerationJob
+from inout_aug.core.io import write_png
+from inout_aug.tools.preview import preview_folder
+from inout_aug.tools.surfaces import make_surfaces
 
 # Errors that come from the user's input: shown as one line, without a traceback.
 USER_ERRORS = (OSError, ValueError, TypeError, LookupError, GenerationError)
@@ -197,7 +197,7 @@ def finetune(backend: str, data: Path, out: Path, setting: str, shots: int, defe
              split: str, data_pairs: tuple[str, ...], preset: str | None, set_pairs: tuple[str, ...],
              checkpoint: Path | None, seed: int) -> None:
     """Adapt a diffusion model to a dataset's defects (zero-, few- or full-shot) for the `diffusion` augmenter."""
-    from inout_aug.diffusion.finetune import finetune as run_finetune
+    from inout_aug.models.finetune import finetune as run_finetune
 
     written = run_finetune(backend, data, out, setting=setting, shots=shots, defect_type=defect_type,
                            layout=None if layout == "auto" else layout, split=split,

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from inout_aug import Augmenter
-from inout_aug.registry import GROUP
+from inout_aug.core.registry import GROUP
 
 
 class SquareDefect(Augmenter):

@@ -17,7 +17,7 @@ from inout_aug.bench.data import open_bench_data
 from inout_aug.bench.features import IMAGENET_MEAN, IMAGENET_STD
 from inout_aug.bench.report import markdown, summarize
 from inout_aug.bench.runner import NO_POSITIVES, NO_SD_WEIGHTS, Run, plan
-from inout_aug.io import write_png
+from inout_aug.core.io import write_png
 from inout_aug_cli.main import cli
 
 

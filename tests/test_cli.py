@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from helpers import TOY_MODULE, gradient_image, kill_after, make_distribution
 
 import inout_aug
-from inout_aug import registry
-from inout_aug.generate import GenerationJob
-from inout_aug.io import read_image, write_png
-from inout_aug.surfaces import make_surfaces
+from inout_aug.core import registry
+from inout_aug.tools.generate import GenerationJob
+from inout_aug.core.io import read_image, write_png
+from inout_aug.tools.surfaces import make_surfaces
 from inout_aug_cli.main import cli
 
 
@@ -68,7 +68,7 @@ def test_list_shows_name_source_and_description():
 def test_info_shows_parameters_defaults_and_types():
     result = run("info", "memseg")
     assert result.exit_code == 0, result.output
-    assert "inout_aug.memseg:MemSegRegion" in result.output
+    assert "inout_aug.augmenters.memseg:MemSegRegion" in result.output
     assert "Parameters:" in result.output
     line = next(r for r in result.output.splitlines() if r.strip().startswith("p "))
     assert "float" in line and "default 1.0" in line
@@ -98,7 +98,7 @@ def test_generate_is_reproducible_and_resumes_byte_identical(normals, tmp_path, 
     full = tmp_path / "full"
     assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(full), "-n", "6").exit_code == 0
     part = tmp_path / "part"
-    import inout_aug.generate as generation
+    import inout_aug.tools.generate as generation
 
     calls = {"n": 0}
     real_write = generation.write_png

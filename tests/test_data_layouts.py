@@ -27,7 +27,7 @@ from inout_aug.data import (
     stratified_split,
 )
 from inout_aug.data.layouts import read_mask
-from inout_aug.io import ImageReadError
+from inout_aug.core.io import ImageReadError
 
 W, H = 8, 6
 

@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from inout_aug.diffusion.ddpm import (  # noqa: E402
+from inout_aug.models.ddpm import (  # noqa: E402
     ZERO_SHOT_ERROR,
     DDPMConfig,
     DDPMDefectModel,

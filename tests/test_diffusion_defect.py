@@ -10,11 +10,11 @@ from helpers import gradient_image
 from torchvision import tv_tensors
 
 from inout_aug import create
-from inout_aug.diffusion.bank import Bank
-from inout_aug.diffusion.masks import RealMasks
-from inout_aug.diffusion.transform import DiffusionDefect
-from inout_aug.generate import GenerationJob
-from inout_aug.io import write_png
+from inout_aug.data.bank import Bank
+from inout_aug.data.masks import RealMasks
+from inout_aug.augmenters.diffusion import DiffusionDefect
+from inout_aug.tools.generate import GenerationJob
+from inout_aug.core.io import write_png
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from helpers import gradient_image, kill_after
 from torchvision import tv_tensors
 
-from inout_aug.diffusion.transform import DiffusionDefect
-from inout_aug.io import read_image, write_png
+from inout_aug.augmenters.diffusion import DiffusionDefect
+from inout_aug.core.io import read_image, write_png
 from inout_aug_cli.main import cli
 
-tiny = pytest.importorskip("inout_aug.diffusion.tiny")
+tiny = pytest.importorskip("inout_aug.testing.tiny_sd")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from inout_aug import create, list_augmenters
-from inout_aug.inout import InOutMix
-from inout_aug.memseg import MemSegRegion
+from inout_aug.augmenters.inout import InOutMix
+from inout_aug.augmenters.memseg import MemSegRegion
 
 from helpers import SquareDefect, gradient_image
 
@@ -83,7 +83,8 @@ def test_a_side_with_no_share_is_never_built():
 def test_a_missing_side_says_what_to_do():
     with pytest.raises(ValueError, match="'no-such' is not installed; pass in_augmenter=<name>.*in_ratio=0"):
         InOutMix(in_augmenter="no-such")
-    with pytest.raises(ValueError, match="exactly one of bank=PATH"):  # the default in-side needs its bank or model
+    with pytest.raises(ValueError, match=r"InOutMix: .*'diffusion', needs a source.*InOutMix\(bank=PATH\).*"
+                                         r"InOutMix\(model=PATH\).*in_augmenter.*in_ratio=0"):
         InOutMix()
     with pytest.raises(ValueError, match="in_ratio"):
         InOutMix(in_ratio=1.5)

@@ -9,9 +9,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from inout_aug import create
-from inout_aug.memseg import MemSegRegion, otsu_level
-from inout_aug.sources import AnomalySource
-from inout_aug.structural import StructuralSource
+from inout_aug.augmenters.memseg.region import MemSegRegion, otsu_level
+from inout_aug.augmenters.memseg.sources import AnomalySource
+from inout_aug.augmenters.memseg.structural import StructuralSource
 
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from inout_aug.noise import perlin_noise, random_gradients, rotated_view
+from inout_aug.augmenters.memseg.noise import perlin_noise, random_gradients, rotated_view
 
 
 def reference_perlin(

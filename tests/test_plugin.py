@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import gradient_image
 
-from inout_aug.io import write_png
+from inout_aug.core.io import write_png
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "cutpaste"
 

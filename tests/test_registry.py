@@ -9,8 +9,8 @@ import pytest
 from helpers import TOY_MODULE, SquareDefect, make_distribution
 
 import inout_aug
-from inout_aug import registry
-from inout_aug.registry import PluginWarning
+from inout_aug.core import registry
+from inout_aug.core.registry import PluginWarning
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def site(tmp_path, monkeypatch):
 
 def test_builtin_is_declared_as_an_entry_point():
     entry = registry.entries("memseg")[0]
-    assert entry.source == "inout-aug" and entry.target == "inout_aug.memseg:MemSegRegion"
+    assert entry.source == "inout-aug" and entry.target == "inout_aug.augmenters.memseg:MemSegRegion"
     assert registry.get("memseg").name == "memseg"
 
 

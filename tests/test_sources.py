@@ -6,7 +6,7 @@ import PIL.Image
 import pytest
 import torch
 
-from inout_aug.sources import ProceduralTexture, TextureFolder
+from inout_aug.augmenters.memseg.sources import ProceduralTexture, TextureFolder
 
 
 def gen(seed: int = 0) -> torch.Generator:

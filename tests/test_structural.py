@@ -10,7 +10,7 @@ import PIL.ImageOps
 import pytest
 import torch
 
-from inout_aug.structural import OPERATIONS, StructuralSource, shuffle_tiles
+from inout_aug.augmenters.memseg.structural import OPERATIONS, StructuralSource, shuffle_tiles
 
 
 def gen(seed: int = 0) -> torch.Generator:

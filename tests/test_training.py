@@ -11,7 +11,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from inout_aug.data import TrainingSet, augment_batch, collate, make_loader, open_dataset
-from inout_aug.memseg import MemSegRegion
+from inout_aug.augmenters.memseg import MemSegRegion
 
 
 @pytest.fixture

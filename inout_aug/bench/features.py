@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
-from inout_aug.sample import match_channels
+from inout_aug.core.sample import match_channels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

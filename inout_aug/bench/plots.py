@@ -16,8 +16,8 @@ from torchvision.transforms.v2 import functional as F
 from torchvision.utils import draw_segmentation_masks
 
 from inout_aug.bench.metrics import average_precision, check_scores, mean_std, precision_recall_curve
-from inout_aug.io import write_png
-from inout_aug.preview import _fit
+from inout_aug.core.io import write_png
+from inout_aug.tools.preview import _fit
 
 # One colour per method, cycling (matplotlib's tab10 without its last two).
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")

@@ -14,7 +14,7 @@ from inout_aug.bench.config import BASELINE
 from inout_aug.bench.plots import write_positives, write_pr_curves
 from inout_aug.bench.runner import Benchmark, Run, setting_name
 from inout_aug.data.loading import augment_batch, collate
-from inout_aug.io import write_text
+from inout_aug.core.io import write_text
 
 MEASURES = ("ap", "auroc", "precision", "recall", "f1")
 SETTING_TITLES = {"zero": "zero-shot", "few": "few-shot", "full": "full-shot"}

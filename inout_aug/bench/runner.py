@@ -15,15 +15,15 @@ from typing import Any, Callable
 
 import torch
 
-from inout_aug.augmenter import Augmenter, mix_seed
+from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.bench import metrics
 from inout_aug.bench.classifier import create_classifier, predict, train_classifier
 from inout_aug.bench.config import BASELINE, BenchConfig
 from inout_aug.bench.data import BenchData, open_bench_data
 from inout_aug.data.layouts import read_mask
 from inout_aug.data.training import TrainingSet, choose_defects
-from inout_aug.io import write_png, write_text
-from inout_aug.registry import create, list_augmenters
+from inout_aug.core.io import write_png, write_text
+from inout_aug.core.registry import create, list_augmenters
 
 #: Methods whose positives come from the diffusion augmenter.
 DIFFUSION_METHODS = ("diffusion", "inout")
@@ -210,8 +210,8 @@ class Benchmark:
     def ddpm_bank(self, setting: str, seed: int) -> Path:
         """A bank of ddpm defects for (setting, seed): the backend trained on that run's real defects and the
         training normals, then sampled into training normals; both kept under ``banks/`` and reused."""
-        from inout_aug.diffusion.finetune import finetune_ddpm
-        from inout_aug.generate import GenerationJob
+        from inout_aug.models.finetune import finetune_ddpm
+        from inout_aug.tools.generate import GenerationJob
 
         folder = self.out / "banks" / f"{setting_name(setting, self.config.shots)}-seed{seed}"
         train = self.data.train

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from inout_aug.io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
+from inout_aug.core.io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
 
 
 class LayoutError(ValueError):

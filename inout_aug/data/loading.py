@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
-from inout_aug.augmenter import Augmenter, mix_seed
+from inout_aug.core.augmenter import Augmenter, mix_seed
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:

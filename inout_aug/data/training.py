@@ -12,9 +12,9 @@ from typing import Any, Callable
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
-from inout_aug.augmenter import Augmenter, mix_seed
+from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.data.layouts import Layout, Record
-from inout_aug.io import write_text
+from inout_aug.core.io import write_text
 
 SETTINGS = ("zero", "few", "full")
 #: How a real defect is used: as it is, and (with ``flip_real``) flipped horizontally and vertically.

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from inout_aug.augmenter import Augmenter
+from inout_aug.core.augmenter import Augmenter
 
 #: Image side (pixels) at which ``width`` and ``length`` are given; sizes scale with min(H, W) / REFERENCE.
 REFERENCE = 256.0

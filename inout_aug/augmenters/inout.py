@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from inout_aug.augmenter import Augmenter, mix_seed
-from inout_aug.registry import create, list_augmenters
+from inout_aug.core.augmenter import Augmenter, Made, check_probability, mix_seed
+from inout_aug.core.registry import create, list_augmenters
 
 SIDES = ("in", "out")
 #: Largest block over which the in/out split is dealt exactly (in_ratio is rounded to a fraction this fine).
@@ -21,7 +21,10 @@ class InOutMix(Augmenter):
     A share ``in_ratio`` of the samples goes to ``in_augmenter`` (default ``"diffusion"``: defects like the
     real ones), the rest to ``out_augmenter`` (default ``"memseg"``: simulated foreign defects). A side is a
     registry name, built with ``in_params`` / ``out_params`` and a seed derived from this mixer's, or an
-    Augmenter instance. A side that gets no share (``in_ratio`` 0 or 1) is never built.
+    Augmenter instance. A side that gets no share (``in_ratio`` 0 or 1) is never built. The default in side
+    needs its source: ``InOutMix(bank="bank/")`` or ``InOutMix(model="models/mt-ddpm")`` (shorthands for
+    ``in_params``). Sides are used only through their public ``augment``/``reseed``, so any plugin composes.
+    A side that replaces images (a bank) makes the mixer replace them too: see ``on_replace``.
 
     The split is exact, not right on average: sides are dealt from shuffled blocks that hold exactly
     ``in_ratio`` in-distribution samples (a block of 2 for 0.5, 4 for 0.25; ``in_ratio`` is taken as a fraction
@@ -33,7 +36,7 @@ class InOutMix(Augmenter):
     """
 
     name = "inout"
-    keeps_outside = True  # each side keeps the pixels outside its own mask
+    keeps_outside = True  # each side's augment() keeps the pixels outside its own defect's mask
 
     def __init__(
         self,
@@ -44,12 +47,24 @@ class InOutMix(Augmenter):
         out_augmenter: str | Augmenter = "memseg",
         in_params: dict[str, Any] | None = None,
         out_params: dict[str, Any] | None = None,
+        bank: str | None = None,
+        model: str | None = None,
+        on_replace: str = "error",
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ):
         super().__init__(p=p, seed=seed, generator=generator)
-        if not 0.0 <= float(in_ratio) <= 1.0:
-            raise ValueError(f"in_ratio must lie in [0, 1], got {in_ratio}")
+        check_probability("in_ratio", in_ratio)
+        self.on_replace = self._check_on_replace(on_replace)
+        source = {key: value for key, value in (("bank", bank), ("model", model)) if value is not None}
+        if source:
+            if not isinstance(in_augmenter, str):
+                raise ValueError("InOutMix: bank= and model= build the in side by name; give them to your "
+                                 "in_augmenter instance instead")
+            clash = sorted(set(source) & set(in_params or {}))
+            if clash:
+                raise ValueError(f"InOutMix: {', '.join(clash)} given both directly and in in_params; give it once")
+            in_params = {**(in_params or {}), **source}
         share = Fraction(float(in_ratio)).limit_denominator(MAX_BLOCK)
         self.in_ratio = float(in_ratio)
         self.block = (share.numerator, share.denominator)  # in-samples per block, block size
@@ -68,6 +83,13 @@ class InOutMix(Augmenter):
         if not isinstance(spec, str):
             raise TypeError(f"{side}_augmenter must be a registry name or an Augmenter, got {type(spec).__name__}")
         params = {"seed": mix_seed(self._base_seed, side), **(params or {})}
+        if side == "in" and spec == "diffusion" and "bank" not in params and "model" not in params:
+            raise ValueError(
+                "InOutMix: its in-distribution side, 'diffusion', needs a source of defects like the real ones: "
+                "InOutMix(bank=PATH) (a bank from `inout-aug generate -a diffusion`), InOutMix(model=PATH) (a model "
+                "from `inout-aug finetune`), another in_augmenter (e.g. in_augmenter='cutpaste_scar'), or "
+                "in_ratio=0 for out-of-distribution defects only"
+            )
         try:
             return create(spec, **params)
         except KeyError:
@@ -110,29 +132,26 @@ class InOutMix(Augmenter):
         inside = self._deal(len(image))
         return {"rows": {"in": inside.nonzero().flatten(), "out": (~inside).nonzero().flatten()}}
 
-    def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(self, image: torch.Tensor, params: dict[str, Any]) -> Made:
         n, _, h, w = image.shape
-        made_image, made_mask = None, None
+        made_image = image.clone()
+        made_mask = torch.zeros((n, h, w), dtype=torch.bool, device=image.device)
+        outcome = torch.zeros(n, dtype=torch.int8)
         made_params: list[dict[str, Any]] = [{} for _ in range(n)]
         for side in SIDES:
             rows = params["rows"][side]
             if not len(rows):
                 continue
             augmenter = self.sides[side]
-            every = len(rows) == n
-            result = augmenter._augment(image if every else image.index_select(0, rows.to(image.device)), None, True)
+            on_device = rows.to(image.device)
+            result = augmenter.augment(image.index_select(0, on_device), describe=True)  # the public contract only
+            made_image.index_copy_(0, on_device, result.image.to(made_image.dtype))
+            made_mask.index_copy_(0, on_device, result.mask)
+            outcome[rows] = result.outcome
             for row, drawn in zip(rows.tolist(), result.params):
                 made_params[row] = {"side": side, "augmenter": augmenter.name or type(augmenter).__name__, **drawn}
-            if every:
-                made_image, made_mask = result.image, result.mask
-                continue
-            if made_image is None:
-                made_image = image.clone()
-                made_mask = torch.zeros((n, h, w), dtype=torch.bool, device=image.device)
-            made_image.index_copy_(0, rows.to(image.device), result.image.to(made_image.dtype))
-            made_mask.index_copy_(0, rows.to(image.device), result.mask)
         params["made"] = made_params
-        return made_image, made_mask
+        return Made(made_image, made_mask, outcome)
 
     def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
         return params["made"][index]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as nnf
 
-from inout_aug.augmenter import mix_seed
+from inout_aug.core.augmenter import mix_seed
 
 # RGB tints of the materials the demo draws from.
 MATERIALS = {

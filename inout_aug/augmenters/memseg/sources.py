@@ -3,7 +3,7 @@
 An :class:`AnomalySource` turns a float (N, C, H, W) batch in [0, 1] into an (N, C, H, W) source image
 batch, drawing all its randomness from the torch.Generator it is given. MemSeg uses two: a texture
 (:class:`TextureFolder`, or :class:`ProceduralTexture` offline) and the structural source
-(:mod:`inout_aug.structural`). A plugin adds its own by subclassing :class:`AnomalySource`.
+(:mod:`inout_aug.augmenters.memseg.structural`). A plugin adds its own by subclassing :class:`AnomalySource`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from inout_aug.io import IMAGE_SUFFIXES, list_images, read_image
-from inout_aug.noise import perlin_noise, random_gradients
-from inout_aug.sample import match_channels
+from inout_aug.core.io import IMAGE_SUFFIXES, list_images, read_image
+from inout_aug.augmenters.memseg.noise import perlin_noise, random_gradients
+from inout_aug.core.sample import match_channels
 
 
 def uniform(

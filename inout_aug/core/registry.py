@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, TypeVar
 
-from inout_aug.augmenter import Augmenter
+from inout_aug.core.augmenter import Augmenter
 
 GROUP = "inout_aug.augmenters"
 OWN_DISTRIBUTION = "inout-aug"

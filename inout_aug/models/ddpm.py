@@ -27,8 +27,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from torchvision.transforms.v2 import functional as F
 
-from inout_aug.diffusion.masks import bounding_box
-from inout_aug.io import write_text
+from inout_aug.data.masks import bounding_box
+from inout_aug.core.io import write_text
 
 #: Class labels of the UNet: normal surface, defect, and the null class of classifier-free guidance.
 NORMAL, DEFECT, NULL = 0, 1, 2

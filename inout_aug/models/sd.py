@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from inout_aug.augmenter import mix_seed
-from inout_aug.io import IMAGE_SUFFIXES, atomic_open, digest, read_image, write_png, write_text
+from inout_aug.core.augmenter import mix_seed
+from inout_aug.core.io import IMAGE_SUFFIXES, atomic_open, digest, read_image, write_png, write_text
 
 #: DIAG's prompts for SD inpainting with real defect masks (KolektorSDD2-like surfaces).
 DIAG_PROMPTS = ("white marks on the wall", "copper metal scratches")

@@ -16,9 +16,9 @@ from typing import NamedTuple
 
 import torch
 
-from inout_aug.noise import rotated_view
-from inout_aug.sample import as_bytes
-from inout_aug.sources import AnomalySource, randint, uniform
+from inout_aug.augmenters.memseg.noise import rotated_view
+from inout_aug.core.sample import as_bytes
+from inout_aug.augmenters.memseg.sources import AnomalySource, randint, uniform
 
 
 class StructuralSource(AnomalySource):

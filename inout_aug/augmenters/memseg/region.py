@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from inout_aug.augmenter import Augmenter
-from inout_aug.noise import perlin_masks
-from inout_aug.sample import as_float
-from inout_aug.sources import AnomalySource, ProceduralTexture, TextureFolder, grey, uniform
-from inout_aug.structural import StructuralSource
+from inout_aug.core.augmenter import Augmenter
+from inout_aug.augmenters.memseg.noise import perlin_masks
+from inout_aug.core.sample import as_float
+from inout_aug.augmenters.memseg.sources import AnomalySource, ProceduralTexture, TextureFolder, grey, uniform
+from inout_aug.augmenters.memseg.structural import StructuralSource
 
 
 class MemSegRegion(Augmenter):
@@ -33,7 +33,7 @@ class MemSegRegion(Augmenter):
     The noise image is not rotated with zero-filled corners as in the reference: the field is computed on
     a canvas covering every rotation of the image, from a periodic gradient lattice, then sampled
     bilinearly along the rotated pixel grid, so rotated coordinates never fall outside the noise
-    (see :mod:`inout_aug.noise`).
+    (see :mod:`inout_aug.augmenters.memseg.noise`).
 
     ``foreground`` restricts the mask: None (textures: everywhere), a grey level in [0, 1] (foreground is
     brighter), ``"otsu"`` (per-image Otsu level), a fixed (H, W) mask tensor, or a function of the float

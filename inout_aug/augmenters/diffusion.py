@@ -9,15 +9,19 @@ from typing import Any
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from inout_aug.augmenter import Augmented, Augmenter, mix_seed
-from inout_aug.diffusion.bank import Bank
-from inout_aug.diffusion.masks import RealMasks
-from inout_aug.io import digest
-from inout_aug.noise import perlin_masks
-from inout_aug.sample import as_bytes, as_float, match_channels
+from inout_aug.core.augmenter import Augmenter, Made, Outcome, mix_seed
+from inout_aug.data.bank import Bank
+from inout_aug.data.masks import RealMasks
+from inout_aug.core.io import digest
+from inout_aug.augmenters.memseg.noise import perlin_masks
+from inout_aug.core.sample import as_bytes, as_float, match_channels
 
 BACKENDS = ("ddpm", "sd")
 MODES = ("inpaint", "txt2img")
+#: Settings of live generation (model=) and of bank entries (bank=): each means nothing with the other.
+_LIVE_ONLY = ("backend", "mode", "masks", "mask_type", "prompt", "negative_prompt", "lora", "lora_scale", "steps",
+              "guidance", "scheduler", "device")
+_BANK_ONLY = ("fit",)
 
 
 class DiffusionDefect(Augmenter):
@@ -37,6 +41,10 @@ class DiffusionDefect(Augmenter):
       from ``masks`` (a dataset, its defects of ``mask_type`` only when given, or a folder of mask images),
       turned, scaled and placed at random, or MemSeg's Perlin regions when ``masks`` is None.
 
+    A setting that means nothing for the chosen source (``prompt`` or ``lora`` with a bank, ``fit`` with a model,
+    a prompt for the ddpm backend) is an error, not ignored. A replaced image's outcome is ``Outcome.REPLACED``;
+    a sample carrying boxes, keypoints or other masks then raises unless ``on_replace="drop"`` drops them.
+
     Recorded per sample (``describe``): the bank entry, or mode, backend, steps, scheduler, guidance, prompt
     and the model's (and LoRA's) hashes.
     """
@@ -48,20 +56,21 @@ class DiffusionDefect(Augmenter):
         p: float = 1.0,
         *,
         bank: str | None = None,
-        fit: str = "resize",
+        fit: str | None = None,
         model: str | None = None,
-        backend: str = "ddpm",
-        mode: str = "inpaint",
+        backend: str | None = None,
+        mode: str | None = None,
         masks: str | None = None,
         mask_type: str | None = None,
-        prompt: str = "sks defect",
+        prompt: str | None = None,
         negative_prompt: str | None = None,
         lora: str | None = None,
-        lora_scale: float = 0.65,
-        steps: int = 25,
+        lora_scale: float | None = None,
+        steps: int | None = None,
         guidance: float | None = None,
-        scheduler: str = "ddim",
-        device: str = "cpu",
+        scheduler: str | None = None,
+        device: str | None = None,
+        on_replace: str = "error",
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ):
@@ -72,24 +81,43 @@ class DiffusionDefect(Augmenter):
                 "diffusion`) and model=PATH (a ddpm model from `inout-aug finetune --backend ddpm`, or a Stable "
                 "Diffusion checkpoint with backend='sd')"
             )
+        settings = {"backend": backend, "mode": mode, "masks": masks, "mask_type": mask_type, "prompt": prompt,
+                    "negative_prompt": negative_prompt, "lora": lora, "lora_scale": lora_scale, "steps": steps,
+                    "guidance": guidance, "scheduler": scheduler, "device": device, "fit": fit}
+        meaningless = sorted(key for key in (_LIVE_ONLY if bank is not None else _BANK_ONLY) if settings[key] is not None)
+        if meaningless:
+            which = "bank=" if bank is not None else "model="
+            raise ValueError(f"DiffusionDefect: {', '.join(meaningless)} mean(s) nothing with {which}; "
+                             f"{'they set live generation (model=)' if bank is not None else 'fit sets bank entries'}")
+        if mask_type is not None and masks is None:
+            raise ValueError("DiffusionDefect: mask_type picks a defect type of masks=DATASET; give masks too")
+        fit, backend, mode = fit or "resize", backend or "ddpm", mode or "inpaint"
         if fit not in ("resize", "crop"):
             raise ValueError(f"fit must be 'resize' or 'crop', got {fit!r}")
         if backend not in BACKENDS or mode not in MODES:
             raise ValueError(f"backend must be one of {BACKENDS} and mode one of {MODES}, got {backend!r}, {mode!r}")
         if backend == "ddpm" and mode == "txt2img":
             raise ValueError("the ddpm backend only inpaints (mode='inpaint'); txt2img needs backend='sd'")
-        if int(steps) < 1:
+        if backend == "ddpm" and (prompt is not None or negative_prompt is not None):
+            raise ValueError("prompt and negative_prompt apply to the sd backend; a ddpm model takes no prompt")
+        if mode == "txt2img" and masks is not None:
+            raise ValueError("masks= place inpainted defects; txt2img makes whole images (weak labels), without masks")
+        steps = 25 if steps is None else int(steps)
+        if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
+        device = device or "cpu"
         if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under accelerate or torchrun
             device = f"cuda:{os.environ['LOCAL_RANK']}"
+        self.on_replace = self._check_on_replace(on_replace)
         self.fit, self.backend, self.mode = fit, backend, mode
-        self.prompt, self.negative_prompt = prompt, negative_prompt
-        self.steps, self.guidance, self.scheduler, self.device = int(steps), guidance, scheduler, device
+        self.prompt, self.negative_prompt = prompt or "sks defect", negative_prompt
+        self.steps, self.guidance, self.scheduler, self.device = steps, guidance, scheduler or "ddim", device
         self.bank = None if bank is None else Bank(bank)
         self.masks = None if masks is None else RealMasks(masks, defect_type=mask_type)
         self.model, self.hashes = None, {}
         if model is not None:
-            self.model, self.hashes = _load_backend(backend, mode, Path(model), lora, lora_scale, device)
+            self.model, self.hashes = _load_backend(backend, mode, Path(model), lora,
+                                                    0.65 if lora_scale is None else lora_scale, device)
         self.keeps_outside = self.model is not None and mode == "inpaint"
 
     @property
@@ -97,14 +125,19 @@ class DiffusionDefect(Augmenter):
         """Whether a chosen sample is replaced by a new image (bank, txt2img) rather than painted into."""
         return self.bank is not None or self.mode == "txt2img"
 
-    # -- live inpainting: a defect painted into the sample's own image, inside a drawn mask --------------------
+    # -- parameters: a drawn mask and generator seed (inpainting), or bank entries and crop spots ------------------
     def make_params(self, image: torch.Tensor) -> dict[str, Any]:  # type: ignore[override]
         n, _, h, w = image.shape
+        if self.bank is not None:
+            return {"entry": torch.randint(len(self.bank), (n,), generator=self.generator),
+                    "spot": torch.rand((n, 2), generator=self.generator)}
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        if self.mode == "txt2img":
+            return {"seed": seed}
         if self.masks is not None:
             masks = self.masks.draw(n, (h, w), self.generator)
         else:
             masks = perlin_masks(n, (h, w), self.generator)[0]
-        seed = int(torch.randint(2**62, (1,), generator=self.generator))
         return {"mask": masks.to(image.device), "seed": seed}
 
     def merge_params(self, drawn: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -113,7 +146,11 @@ class DiffusionDefect(Augmenter):
             return None
         return {"mask": torch.cat([d["mask"] for d in drawn]), "seed": [d["seed"] for d in drawn]}
 
-    def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        if self.replaces:
+            made, mask, params["drawn"] = self._new_images(image.shape, params)
+            outcome = torch.full((len(image),), Outcome.REPLACED, dtype=torch.int8)
+            return Made(as_float(made.to(image.device)).to(image.dtype), mask.to(image.device), outcome)
         mask, seed = params["mask"], params["seed"]
         per_sample = isinstance(seed, list)  # merged from single samples: one generator each
         if self.backend == "ddpm":
@@ -122,7 +159,7 @@ class DiffusionDefect(Augmenter):
             made = self.model.inpaint(image, mask, generator=generator, steps=self.steps, guidance=self.guidance,
                                       scheduler=self.scheduler)
         else:
-            from inout_aug.diffusion import sd
+            from inout_aug.models import sd
 
             seeds = [mix_seed(s, 0) for s in seed] if per_sample else [mix_seed(seed, i) for i in range(len(image))]
             rgb = as_float(sd.generate(
@@ -135,6 +172,8 @@ class DiffusionDefect(Augmenter):
         return torch.lerp(image, made.to(image.dtype), mask[:, None].to(image.dtype)), mask
 
     def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
+        if self.replaces:
+            return params["drawn"][index]
         scheduler = self.scheduler if self.backend == "ddpm" else type(self.model.scheduler).__name__
         return {"mode": self.mode, "backend": self.backend, "steps": self.steps, "scheduler": scheduler,
                 "guidance": self.guidance, "prompt": self.prompt if self.backend == "sd" else None,
@@ -142,35 +181,13 @@ class DiffusionDefect(Augmenter):
                 **self.hashes}
 
     # -- bank entries and txt2img: whole new images --------------------------------------------------------------
-    def _augment(self, image: torch.Tensor, old_mask: torch.Tensor | None, describe: bool) -> Augmented:
-        if not self.replaces:
-            return super()._augment(image, old_mask, describe)
-        self._reseed_for_worker()
-        b, c, h, w = image.shape
-        chosen = (self._rand(b) < self.p).nonzero().flatten()
-        out_mask = torch.zeros((b, h, w), dtype=torch.bool, device=image.device)
-        if old_mask is not None:
-            out_mask |= old_mask.to(image.device)
-        defect = torch.zeros(b, dtype=torch.bool)
-        params: list[dict[str, Any]] = [{} for _ in range(b)] if describe else []
-        if not len(chosen):
-            return Augmented(image, out_mask, defect, params)
-        made, masks, drawn = self._new_images(len(chosen), (c, h, w))
-        rows = chosen.to(image.device)
-        out_image = image.clone().index_copy_(0, rows, _in_dtype(made.to(image.device), image.dtype))
-        out_mask.index_copy_(0, rows, masks.to(image.device))  # a replaced image's old mask no longer applies
-        defect[chosen] = True
-        for row, record in zip(chosen.tolist() if describe else (), drawn):
-            params[row] = record
-        return Augmented(out_image, out_mask, defect, params)
-
-    def _new_images(self, n: int, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    def _new_images(self, shape: torch.Size, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
         """n uint8 (n, C, H, W) images, their (n, H, W) masks (empty: weak label) and what each one is."""
-        c, h, w = shape
+        n, c, h, w = shape
         if self.bank is None:
-            from inout_aug.diffusion import sd
+            from inout_aug.models import sd
 
-            seed = int(torch.randint(2**62, (1,), generator=self.generator))
+            seed = params["seed"]
             guidance = {} if self.guidance is None else {"guidance": self.guidance}
             rgb = sd.generate(self.model, self.prompt, num_images=n, seed=seed, steps=self.steps,
                               negative_prompt=self.negative_prompt, **guidance)
@@ -179,10 +196,8 @@ class DiffusionDefect(Augmenter):
                       "scheduler": type(self.model.scheduler).__name__, "prompt": self.prompt,
                       "generator_seed": mix_seed(seed, i), **self.hashes} for i in range(n)]
             return images, torch.zeros((n, h, w), dtype=torch.bool), drawn
-        picks = torch.randint(len(self.bank), (n,), generator=self.generator).tolist()
-        spots = torch.rand((n, 2), generator=self.generator).tolist()
         images, masks, drawn = [], [], []
-        for pick, spot in zip(picks, spots):
+        for pick, spot in zip(params["entry"].tolist(), params["spot"].tolist()):
             image, mask = self.bank.entry(pick)
             weak = mask is None
             mask = torch.zeros(image.shape[-2:], dtype=torch.bool) if weak else mask
@@ -217,21 +232,16 @@ def _resize(image: torch.Tensor, mask: torch.Tensor, size: list[int]) -> tuple[t
     return resized, F.resize(mask[None].float(), size, interpolation=F.InterpolationMode.NEAREST)[0] > 0.5
 
 
-def _in_dtype(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A uint8 image in ``dtype`` (floats in [0, 1])."""
-    return image if dtype == torch.uint8 else as_float(image).to(dtype)
-
-
 def _load_backend(backend: str, mode: str, model: Path, lora: str | None, lora_scale: float,
                   device: str) -> tuple[Any, dict[str, str]]:
     """The loaded model and the hashes that identify it (for the manifest)."""
     if backend == "ddpm":
-        from inout_aug.diffusion.ddpm import DDPMDefectModel
+        from inout_aug.models.ddpm import DDPMDefectModel
 
         if lora is not None:
             raise ValueError("lora= applies to the sd backend; a ddpm model is trained whole")
         return DDPMDefectModel.load(model, device=device), {"model_hash": digest(model)}
-    from inout_aug.diffusion import sd
+    from inout_aug.models import sd
 
     pipeline = sd.load_pipeline(model, inpaint=mode == "inpaint", device=device)
     hashes = {"model_hash": sd.checkpoint_hash(model)}

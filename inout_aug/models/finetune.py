@@ -9,7 +9,7 @@ from typing import Any
 
 from inout_aug.data.layouts import Record, open_dataset, read_mask
 from inout_aug.data.training import choose_defects
-from inout_aug.io import digest, read_image, write_text
+from inout_aug.core.io import digest, read_image, write_text
 
 #: What a fine-tuning run records beside its model.
 RECORD = "training_data.json"
@@ -72,7 +72,7 @@ def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None =
                   overrides: dict[str, Any] | None = None, seed: int = 0, progress: bool = True) -> list[Path]:
     """Train the ddpm backend on every normal image of ``dataset`` (anything with ``normals()`` and
     ``mask_threshold``, e.g. a layout) and the ``chosen`` defects; write it to ``out``; return the files used."""
-    from inout_aug.diffusion.ddpm import DDPMConfig, train_ddpm
+    from inout_aug.models.ddpm import DDPMConfig, train_ddpm
 
     if not chosen:
         raise ValueError(ZERO_SHOT_DDPM)
@@ -88,7 +88,7 @@ def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None =
 
 def _sd(dataset, chosen, out: Path, preset, overrides, checkpoint, seed: int, share: float,
         progress: bool) -> list[Path]:
-    from inout_aug.diffusion import sd
+    from inout_aug.models import sd
 
     if checkpoint is None:
         raise ValueError("the sd backend fine-tunes a local Stable Diffusion checkpoint: pass --checkpoint PATH")

@@ -5,28 +5,69 @@ from __future__ import annotations
 import hashlib
 import operator
 from dataclasses import dataclass, field
-from typing import Any
+from enum import IntEnum
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import get_worker_info
 from torchvision.transforms.v2 import Transform
 
-from inout_aug.sample import as_float, check_image, check_mask, parse
+from inout_aug.core.sample import as_float, check_image, check_mask, parse
+
+
+class Outcome(IntEnum):
+    """What an augmenter did to one sample; the label is 1 for every outcome but ``UNTOUCHED``."""
+
+    #: Left alone (probability ``1 - p``, or no defect could be made): image, mask and label as they came.
+    UNTOUCHED = 0
+    #: A defect painted into the sample's own image: the mask holds it, pixels outside it are unchanged.
+    DEFECT = 1
+    #: The image replaced by a new defective one (a bank entry, a generated image): its mask, possibly empty
+    #: (a weak label: a defect somewhere, no pixel known), replaces the sample's own mask.
+    REPLACED = 2
+
+
+class Made(NamedTuple):
+    """What ``transform`` returns: the (N, C, H, W) image, the (N, H, W) bool mask and, optionally, the (N,)
+    :class:`Outcome` of each sample. Without ``outcome`` the augmenter paints: a sample got a defect exactly
+    where its mask is non-empty (an empty mask: the defect could not be made, the sample stays untouched)."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    outcome: torch.Tensor | None = None
 
 
 @dataclass
 class Augmented:
     """What :meth:`Augmenter.augment` returns for a (B, C, H, W) batch.
 
-    ``image`` keeps the input's dtype; ``mask`` is (B, H, W) bool (the defect OR-ed with any input mask);
-    ``defect`` (B,) tells which samples received a defect; ``params`` holds, per sample, the drawn
-    parameters as JSON-ready values (an empty dict for samples left untouched).
+    ``image`` keeps the input's dtype; ``mask`` is (B, H, W) bool (the defect OR-ed with any input mask;
+    a replaced image's own mask only); ``outcome`` (B,) int8 holds each sample's :class:`Outcome`;
+    ``params`` holds, per sample, the drawn parameters as JSON-ready values (an empty dict for samples left
+    untouched).
     """
 
     image: torch.Tensor
     mask: torch.Tensor
-    defect: torch.Tensor
+    outcome: torch.Tensor
     params: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def defect(self) -> torch.Tensor:
+        """(B,) bool: which samples are now defective (label 1): a defect made or the image replaced."""
+        return self.outcome != Outcome.UNTOUCHED
+
+    @property
+    def replaced(self) -> torch.Tensor:
+        """(B,) bool: which samples' images were replaced by new ones."""
+        return self.outcome == Outcome.REPLACED
+
+
+def check_probability(name: str, value: float) -> float:
+    """``value`` as a float, or a ValueError naming ``name`` unless it lies in [0, 1]."""
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+    return float(value)
 
 
 def mix_seed(*parts: int | str) -> int:
@@ -47,41 +88,44 @@ class Augmenter(Transform):
 
     * ``make_params(image)`` draws per-sample parameters for a float (N, C, H, W) batch, using only
       ``self.generator``;
-    * ``transform(image, params)`` applies them and returns ``(defective_image, mask)``, the mask (N, H, W) bool.
+    * ``transform(image, params)`` applies them and returns ``(image, mask)`` or ``Made(image, mask, outcome)``:
+      the mask (N, H, W) bool, ``outcome`` the (N,) :class:`Outcome` of each sample (see :class:`Made`).
 
     Both treat ``image`` as read-only: it may be the caller's own tensor. The image ``transform`` returns is
     either ``image`` itself or a new tensor that the base class may overwrite.
 
-    The base class guarantees that pixels outside the returned mask are bit-for-bit unchanged and that a
-    sample whose mask is empty is returned untouched with its label unchanged: it pastes the result into
-    the input inside the mask. A subclass whose ``transform`` already keeps every pixel outside its mask
-    bit for bit (and tests it) sets ``keeps_outside = True`` to skip that pass over the batch.
+    The base class guarantees that pixels outside the mask of a painted defect are bit-for-bit unchanged and
+    that an untouched sample comes back as it came: it pastes the result into the input inside the mask. A
+    subclass whose ``transform`` already keeps every pixel outside its mask bit for bit (and tests it) sets
+    ``keeps_outside = True`` to skip that pass over the batch. What happened to each sample is reported, never
+    guessed downstream: :attr:`Augmented.outcome`.
 
-    Randomness comes only from ``self.generator`` (``seed=`` or ``generator=``): the same seed gives the
-    same bytes. Inside a DataLoader worker the generator is re-seeded from the worker's seed, so workers
-    never repeat each other and a fixed DataLoader seed reproduces a whole epoch.
+    Randomness comes only from ``self.generator``: ``seed=``, ``generator=``, or else a seed drawn from torch's
+    global generator at construction (``torch.manual_seed`` before building reproduces it). The same seed gives
+    the same bytes. Inside a DataLoader worker the generator is re-seeded from the worker's seed, so workers
+    never repeat each other and a fixed DataLoader seed reproduces a whole epoch. Augmenters pickle their
+    generator as its state, so DataLoader workers of every start method (fork, spawn, forkserver) get a copy.
     """
 
-    #: Registry name: the default for :func:`inout_aug.registry.register`; :func:`create` sets it per instance.
+    #: Registry name: the default for :func:`inout_aug.core.registry.register`; :func:`create` sets it per instance.
     name: str = ""
     #: True when ``transform`` leaves every pixel outside its mask bit for bit as it was (no paste needed).
     keeps_outside: bool = False
+    #: What a call does with a sample's other spatial annotations (boxes, keypoints, other masks) when the
+    #: image is replaced: "error" (the default: they would describe an image that is gone) or "drop" them.
+    on_replace: str = "error"
 
     def __init__(self, p: float = 1.0, seed: int | None = None, generator: torch.Generator | None = None):
         super().__init__()
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"p must be a probability in [0, 1], got {p}")
+        self.p = check_probability("p", p)
         if seed is not None and generator is not None:
             raise ValueError("give either seed or generator, not both")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if generator is None:
-            generator = torch.Generator()
-            if seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(operator.index(seed))
-        self.p = float(p)
+            if seed is None:  # from torch's global generator, so torch.manual_seed reproduces a pipeline
+                seed = int(torch.randint(2**62, (), dtype=torch.int64))
+            generator = torch.Generator().manual_seed(operator.index(seed))
         self.generator = generator
         self._base_seed = generator.initial_seed()
         self._worker_seed: int | None = None
@@ -91,8 +135,8 @@ class Augmenter(Transform):
         """Draw the parameters of one defect per sample of a float (N, C, H, W) batch."""
         raise NotImplementedError
 
-    def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Apply ``params`` to a float (N, C, H, W) batch; return (image, (N, H, W) bool mask)."""
+    def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """Apply ``params`` to a float (N, C, H, W) batch; return (image, (N, H, W) bool mask) or :class:`Made`."""
         raise NotImplementedError
 
     def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
@@ -105,6 +149,20 @@ class Augmenter(Transform):
             elif isinstance(value, (bool, int, float, str)):
                 out[key] = value
         return out
+
+    # -- pickling: torch.Generator does not pickle reliably (pytorch#146828), its state does ----------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # nn.Module's: a copy of __dict__
+        generator = state.pop("generator")
+        state["_generator_state"] = (str(generator.device), generator.get_state())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        device, generator_state = state.pop("_generator_state")
+        state["generator"] = torch.Generator(device=device)
+        state["generator"].set_state(generator_state)
+        super().__setstate__(state)
 
     # -- machinery ----------------------------------------------------------------------------------
     def reseed(self, seed: int, index: int | None = None) -> None:
@@ -132,13 +190,11 @@ class Augmenter(Transform):
         ``describe=False`` skips collecting the drawn parameters per sample (``Augmented.params`` stays empty).
         """
         check_image(image)
-        return self._augment(image, None if mask is None else check_mask(mask, image), describe)
-
-    def _augment(self, image: torch.Tensor, old_mask: torch.Tensor | None, describe: bool) -> Augmented:
+        mask = None if mask is None else check_mask(mask, image)
         self._reseed_for_worker()
         b = image.shape[0]
         chosen = (self._rand(b) < self.p).nonzero().flatten()
-        defect = torch.zeros(b, dtype=torch.bool)
+        outcome = torch.zeros(b, dtype=torch.int8)
         params_out: list[dict[str, Any]] = [{} for _ in range(b)] if describe else []
         out_image = image
         new_mask = torch.zeros((b, *image.shape[2:]), dtype=torch.bool, device=image.device)
@@ -148,7 +204,7 @@ class Augmenter(Transform):
             picked = image if every else image.index_select(0, rows)
             work = as_float(picked)
             merged, made_mask, made, drawn = self._apply(work, self.make_params(work), image.dtype, describe)
-            defect[chosen] = made
+            outcome[chosen] = made
             for j, params in zip(chosen.tolist(), drawn):
                 params_out[j] = params
             if every:
@@ -156,25 +212,27 @@ class Augmenter(Transform):
             else:
                 out_image = image.clone().index_copy_(0, rows, merged)
                 new_mask.index_copy_(0, rows, made_mask)
-        if old_mask is not None:
-            new_mask = new_mask | old_mask.to(image.device)
-        return Augmented(image=out_image, mask=new_mask, defect=defect, params=params_out)
+        if mask is not None:  # a replaced image's old mask no longer applies
+            kept = outcome != Outcome.REPLACED
+            new_mask = new_mask | (mask.to(image.device) & kept.to(image.device)[:, None, None])
+        return Augmented(image=out_image, mask=new_mask, outcome=outcome, params=params_out)
 
     def _apply(self, work: torch.Tensor, params: dict[str, Any], dtype: torch.dtype,
                describe: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
-        """Transform a float batch with its drawn ``params``: the result in ``dtype`` (outside the mask the input's
-        bytes), the (N, H, W) mask, which samples got a defect, and per sample the drawn parameters (if asked)."""
-        made_image, made_mask = self.transform(work, params)
-        self._check_made(work, made_image, made_mask)
-        made_mask = made_mask.to(work.device)
+        """Transform a float batch with its drawn ``params``: the result in ``dtype`` (outside a painted defect's
+        mask the input's bytes), the (N, H, W) mask, each sample's outcome and (if asked) its drawn parameters."""
+        made_image, made_mask, outcome = Made(*self.transform(work, params))
+        made_mask = made_mask.to(work.device) if isinstance(made_mask, torch.Tensor) else made_mask
+        outcome = self._check_made(work, made_image, made_mask, outcome)
+        replaced = outcome == Outcome.REPLACED
         if self.keeps_outside:
             merged = made_image if dtype == torch.float32 else _in_dtype(made_image, dtype)
         else:
-            merged = _paste(work, made_image, made_mask, dtype)
-        made = made_mask.view(torch.uint8).flatten(1).amax(1).bool().cpu()  # any(), many times faster
+            inside = made_mask | replaced.to(work.device)[:, None, None] if replaced.any() else made_mask
+            merged = _paste(work, made_image, inside, dtype)
         n = len(work)
-        drawn = [self.describe(params, j, n) if made[j] else {} for j in range(n)] if describe else []
-        return merged, made_mask, made, drawn
+        drawn = [self.describe(params, j, n) if outcome[j] else {} for j in range(n)] if describe else []
+        return merged, made_mask, outcome, drawn
 
     def merge_params(self, drawn: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The parameters of one batch from those drawn for single samples, or None when this augmenter cannot
@@ -210,12 +268,12 @@ class Augmenter(Transform):
         if rows and merged is None:
             return one_at_a_time()
         out = [Augmented(image=image, mask=torch.zeros((1, *image.shape[2:]), dtype=torch.bool, device=image.device),
-                         defect=torch.zeros(1, dtype=torch.bool), params=[{}]) for image in images]
+                         outcome=torch.zeros(1, dtype=torch.int8), params=[{}]) for image in images]
         if rows:
-            made_image, mask, made, params = self._apply(torch.cat([works[j] for j in rows]), merged,
-                                                         images[0].dtype, True)
+            made_image, mask, outcome, params = self._apply(torch.cat([works[j] for j in rows]), merged,
+                                                            images[0].dtype, True)
             for k, j in enumerate(rows):
-                out[j] = Augmented(image=made_image[k:k + 1], mask=mask[k:k + 1], defect=made[k:k + 1],
+                out[j] = Augmented(image=made_image[k:k + 1], mask=mask[k:k + 1], outcome=outcome[k:k + 1],
                                    params=params[k:k + 1])
         return out
 
@@ -224,22 +282,48 @@ class Augmenter(Transform):
         if not inputs:
             raise TypeError(f"{type(self).__name__} needs a sample: an image, a tuple or a dict")
         parsed = parse(inputs if len(inputs) > 1 else inputs[0])
-        result = self._augment(parsed.image, parsed.mask, describe=False)
+        result = self.augment(parsed.image, parsed.mask, describe=False)
+        if result.replaced.any() and parsed.annotations:
+            if self.on_replace != "drop":
+                raise ValueError(
+                    f"{type(self).__name__} replaced the image of a sample that carries other spatial annotations "
+                    f"({', '.join(parsed.annotations)}): they would describe an image that is gone; build it with "
+                    "on_replace='drop' to drop them, or apply it before the annotations are added"
+                )
+            return parsed.pack(result.image, result.mask, result.defect, drop=True)
         return parsed.pack(result.image, result.mask, result.defect)
 
-    def _check_made(self, work: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> None:
-        """Catch a ``transform`` that breaks its contract, naming the augmenter."""
+    def _check_made(self, work: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
+                    outcome: torch.Tensor | None) -> torch.Tensor:
+        """Catch a ``transform`` that breaks its contract, naming the augmenter; return the (N,) int8 outcome."""
         where = f"{type(self).__name__}.transform"
         n, _, h, w = work.shape
-        if tuple(image.shape) != tuple(work.shape):
-            raise ValueError(f"{where} returned an image of shape {tuple(image.shape)}, expected {tuple(work.shape)}")
-        if mask.dtype != torch.bool or tuple(mask.shape) != (n, h, w):
-            raise ValueError(f"{where} must return an ({n}, {h}, {w}) bool mask, got {mask.dtype} {tuple(mask.shape)}")
+        if not isinstance(image, torch.Tensor) or tuple(image.shape) != tuple(work.shape):
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"{where} returned an image of shape {shape}, expected {tuple(work.shape)}")
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (n, h, w):
+            got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"{where} must return an ({n}, {h}, {w}) bool mask, got {got}")
         if not torch.isfinite(image.sum(dtype=torch.float32)):  # float32: a float16 sum overflows
             raise ValueError(f"{where} returned NaN or infinite pixel values")
+        painted = mask.view(torch.uint8).flatten(1).amax(1).bool().cpu()  # any(), many times faster
+        if outcome is None:
+            return painted.to(torch.int8)
+        outcome = torch.as_tensor(outcome).to("cpu", torch.int8)
+        if tuple(outcome.shape) != (n,) or not ((outcome >= 0) & (outcome <= 2)).all():
+            raise ValueError(f"{where} must return an ({n},) outcome of inout_aug.Outcome values, got {outcome}")
+        if (painted & (outcome == Outcome.UNTOUCHED)).any() or (~painted & (outcome == Outcome.DEFECT)).any():
+            raise ValueError(f"{where} returned a mask that disagrees with its outcome: an untouched sample's "
+                             "mask must be empty, a painted defect's mask must not be")
+        return outcome
 
     def extra_repr(self) -> str:
         return f"p={self.p}, seed={self._base_seed}"
+
+    def _check_on_replace(self, on_replace: str) -> str:
+        if on_replace not in ("error", "drop"):
+            raise ValueError(f"on_replace must be 'error' or 'drop', got {on_replace!r}")
+        return on_replace
 
 
 def _paste(work: torch.Tensor, made: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -9,7 +9,7 @@ float in [0, 1]. Masks are binary tensors, HxW or 1xHxW (BxHxW or Bx1xHxW for a 
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -22,13 +22,19 @@ from torchvision.transforms.v2 import functional as F
 _FLOAT_RANGE_SLACK = 0.01
 
 
+#: Spatial annotations other than the defect mask: they describe the image's pixels.
+_SPATIAL = tuple(getattr(tv_tensors, name) for name in ("BoundingBoxes", "KeyPoints", "Mask") if hasattr(tv_tensors, name))
+
+
 @dataclass
 class Parsed:
-    """A sample taken apart: ``image`` is (B, C, H, W), ``mask`` (B, H, W) bool or None."""
+    """A sample taken apart: ``image`` is (B, C, H, W), ``mask`` (B, H, W) bool or None; ``annotations`` names the
+    sample's other spatial annotations (boxes, keypoints, other masks), which ``pack(..., drop=True)`` leaves out."""
 
     image: torch.Tensor
     mask: torch.Tensor | None
-    pack: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any]
+    pack: Callable[..., Any]
+    annotations: list[str] = field(default_factory=list)
 
 
 def check_image(image: torch.Tensor) -> None:
@@ -47,6 +53,9 @@ def check_image(image: torch.Tensor) -> None:
             f"image must have 1 (grey) or 3 (RGB) channels in CHW order, got shape {tuple(image.shape)}; "
             "a HWC array needs image.permute(2, 0, 1)"
         )
+    if image.requires_grad:
+        raise TypeError("image requires grad: an augmenter makes training data, not a differentiable operation; "
+                        "pass image.detach()")
     if image.shape[-1] == 0 or image.shape[-2] == 0:
         raise ValueError(f"image is empty: shape {tuple(image.shape)}")
     if image.is_floating_point() and image.numel():
@@ -166,6 +175,11 @@ def _image_in(image: Any) -> tuple[torch.Tensor, bool, Callable[[torch.Tensor], 
         raise TypeError(
             f"image must be a torch tensor, tv_tensors.Image or PIL image, got {type(image).__name__}"
         )
+    if isinstance(image, tv_tensors.Video):
+        raise TypeError(
+            "tv_tensors.Video is not supported: a clip is not a batch of independent samples; augment its frames "
+            "as a (T, C, H, W) batch with video.as_subclass(torch.Tensor), one defect per frame"
+        )
     if image.ndim not in (3, 4):
         raise ValueError(
             f"image must be CHW or BCHW, got shape {tuple(image.shape)}; a grey HxW image needs image[None]"
@@ -186,42 +200,63 @@ def parse(sample: Any) -> Parsed:
     if isinstance(sample, dict):
         if "image" not in sample:
             raise TypeError(f"a dict sample needs an 'image' key, got keys {sorted(sample)}")
-        return _parse_parts(sample["image"], sample.get("mask"), sample.get("label"), _dict_packer(sample))
+        return _parse_parts(sample["image"], sample.get("mask"), sample.get("label"), _dict_packer(sample),
+                            _annotations(sample))
     if isinstance(sample, (tuple, list)):
         kind = type(sample)
+        for position, item in enumerate(sample[1:], start=2):
+            if isinstance(item, _SPATIAL) and not (isinstance(item, tv_tensors.Mask) and len(sample) in (2, 3)
+                                                    and position == 2):
+                raise TypeError(
+                    f"{type(item).__name__} as item {position} of a {len(sample)}-tuple sample is not supported: "
+                    "a tuple holds (image, label), (image, mask), (image, mask, label) or (image, target_dict); "
+                    "put boxes, keypoints or extra masks in a dict sample or a target dict"
+                )
         if len(sample) == 3:
             image, mask, label = sample
-            return _parse_parts(image, mask, label, lambda im, m, lb: kind((im, m, lb)))
+            return _parse_parts(image, mask, label, lambda im, m, lb, drop=False: kind((im, m, lb)))
         if len(sample) == 2:
             image, second = sample
             if isinstance(second, dict):
                 return _parse_parts(image, second.get("mask"), second.get("label"),
-                                    lambda im, m, lb: kind((im, {**second, "mask": m, "label": lb})))
+                                    lambda im, m, lb, drop=False: kind((im, {**_kept(second, drop), "mask": m,
+                                                                             "label": lb})),
+                                    _annotations(second))
             if isinstance(second, tv_tensors.Mask):
-                return _parse_parts(image, second, None, lambda im, m, lb: kind((im, m)))
-            return _parse_parts(image, None, second, lambda im, m, lb: kind((im, lb)))
+                return _parse_parts(image, second, None, lambda im, m, lb, drop=False: kind((im, m)))
+            return _parse_parts(image, None, second, lambda im, m, lb, drop=False: kind((im, lb)))
         raise TypeError(
             f"a tuple sample must be (image, label), (image, mask), (image, mask, label) or "
             f"(image, target_dict); got {len(sample)} items"
         )
-    return _parse_parts(sample, None, None, lambda im, m, lb: im)
+    return _parse_parts(sample, None, None, lambda im, m, lb, drop=False: im)
+
+
+def _annotations(items: dict) -> list[str]:
+    """Keys of ``items`` holding spatial annotations other than the image and the defect mask."""
+    return [key for key, value in items.items() if key not in ("image", "mask") and isinstance(value, _SPATIAL)]
+
+
+def _kept(items: dict, drop: bool) -> dict:
+    """``items`` without its spatial annotations when ``drop``."""
+    return {k: v for k, v in items.items() if k not in _annotations(items)} if drop else items
 
 
 def _dict_packer(sample: dict) -> Callable:
-    return lambda im, m, lb: {**sample, "image": im, "mask": m, "label": lb}
+    return lambda im, m, lb, drop=False: {**_kept(sample, drop), "image": im, "mask": m, "label": lb}
 
 
-def _parse_parts(image: Any, mask: Any, label: Any, rebuild: Callable) -> Parsed:
+def _parse_parts(image: Any, mask: Any, label: Any, rebuild: Callable, annotations: list[str] | None = None) -> Parsed:
     batch, batched, image_back = _image_in(image)
     check_image(batch)
     flat_mask = None if mask is None else check_mask(mask, batch)
     _check_label(label, len(batch) if batched else None)
 
-    def pack(out_image: torch.Tensor, out_mask: torch.Tensor, defect: torch.Tensor) -> Any:
+    def pack(out_image: torch.Tensor, out_mask: torch.Tensor, defect: torch.Tensor, drop: bool = False) -> Any:
         if batched:
             labels = _batch_labels_out(label, defect, out_image.device)
         else:
             labels = _label_out(label, bool(defect[0]))
-        return rebuild(image_back(out_image), _mask_out(out_mask, mask, batched), labels)
+        return rebuild(image_back(out_image), _mask_out(out_mask, mask, batched), labels, drop=drop)
 
-    return Parsed(image=batch, mask=flat_mask, pack=pack)
+    return Parsed(image=batch, mask=flat_mask, pack=pack, annotations=annotations or [])

@@ -1,0 +1,1 @@
+"""The built-in augmenters: MemSeg regions (out-of-distribution), diffusion defects (in-distribution), InOutMix."""

@@ -1,0 +1,1 @@
+"""Offline tools: generation runs on disk, contact sheets, procedural demo surfaces."""
