@@ -5,9 +5,11 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import linecache
 import os
 import shlex
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -22,14 +24,19 @@ from inout_aug.core.io import write_png
 from inout_aug.tools.preview import preview_folder
 from inout_aug.tools.surfaces import make_surfaces
 
-# Errors that come from the user's input: shown as one line, without a traceback.
+# Errors that the toolkit raises on purpose about the user's input: shown as one line, without a traceback.
 USER_ERRORS = (OSError, ValueError, TypeError, LookupError, GenerationError)
+#: Where the toolkit's own code lives: a ``raise`` statement there is a message for the user.
+OWN_CODE = (str(Path(inout_aug.__file__).parent), str(Path(__file__).parent))
+BUG_NOTE = ("inout-aug: the error above is a bug in inout-aug, not a problem with your input; please report it to the "
+            "inout-aug developers with the command you ran and this traceback")
 SEED = click.IntRange(0, 2**63 - 1)
 LAYOUT_CHOICE = click.Choice(["auto", "images", *LAYOUTS])
 
 
 def _one_line_errors(command: Callable) -> Callable:
-    """Show user errors as one line (INOUT_AUG_DEBUG=1 shows the traceback) and warnings as one line each."""
+    """Show errors raised on purpose as one line (INOUT_AUG_DEBUG=1 shows the traceback), anything else with its
+    traceback and a line saying it is a bug to report; warnings as one line each."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -37,13 +44,33 @@ def _one_line_errors(command: Callable) -> Callable:
             warnings.showwarning = _show_warning
             try:
                 return command(*args, **kwargs)
-            except USER_ERRORS as exc:
-                if os.environ.get("INOUT_AUG_DEBUG"):
+            except click.ClickException:
+                raise
+            except Exception as exc:
+                if os.environ.get("INOUT_AUG_DEBUG") or not _on_purpose(exc):
+                    if not os.environ.get("INOUT_AUG_DEBUG"):
+                        traceback.print_exc()
+                        click.echo(BUG_NOTE, err=True)
+                        sys.exit(1)
                     raise
                 message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
                 raise click.ClickException(" ".join(str(message).split())) from None
 
     return run
+
+
+def _on_purpose(exc: BaseException) -> bool:
+    """Whether ``exc`` is a message for the user: a file error naming its file, or an error of ``USER_ERRORS``
+    raised by a ``raise`` statement of the toolkit's own code (not, say, a ValueError from a failed unpacking)."""
+    if isinstance(exc, GenerationError) or (isinstance(exc, OSError) and exc.filename is not None):
+        return True
+    if not isinstance(exc, USER_ERRORS) or exc.__traceback__ is None:
+        return False
+    last = exc.__traceback__
+    while last.tb_next is not None:
+        last = last.tb_next
+    where = last.tb_frame.f_code.co_filename
+    return where.startswith(OWN_CODE) and linecache.getline(where, last.tb_lineno).lstrip().startswith("raise")
 
 
 def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
@@ -100,17 +127,20 @@ def cli() -> None:
 @click.argument("pattern", default="*")
 @_one_line_errors
 def list_command(pattern: str) -> None:
-    """List registered augmenters (PATTERN is a wildcard such as 'mem*')."""
+    """List registered augmenters (PATTERN is a wildcard such as 'mem*'): the name that inout_aug.create, --augmenter
+    and InOutMix take, the class to import, its distribution and description."""
     rows = []
     for entry in registry.entries(pattern):
         try:
             summary = entry.summary
         except LookupError:
             summary = f"(broken: {entry.error})"
-        rows.append((entry.name, entry.source, summary))
+        attr = entry.target.rpartition(":")[2]
+        public = f"inout_aug.{attr}" if attr in inout_aug.__all__ else entry.target.replace(":", ".")
+        rows.append((entry.name, public, entry.source, summary))
     if not rows:
         raise LookupError(f"no augmenter matches {pattern!r}")
-    _echo_table([("NAME", "SOURCE", "DESCRIPTION"), *rows])
+    _echo_table([("NAME", "CLASS", "SOURCE", "DESCRIPTION"), *rows])
 
 
 @cli.command()

@@ -11,6 +11,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from inout_aug import Outcome, create
+from inout_aug.core.augmenter import Made
+
 
 def test_bare_tensor_keeps_type_dtype_and_shape():
     for dtype in (torch.uint8, torch.float32, torch.float64):
@@ -225,6 +228,8 @@ class _Broken(SquareDefect):
 
     def transform(self, image, params):
         made, mask = super().transform(image, params)
+        if self.fault == "outcome_disagrees":
+            return Made(made, mask, torch.zeros(len(image), dtype=torch.int8))
         if self.fault == "returns_input":
             return image, mask
         if self.fault == "uint8_mask":
@@ -242,7 +247,83 @@ def test_transform_that_returns_its_input_leaves_the_caller_tensor_alone():
 
 
 @pytest.mark.parametrize(("fault", "text"), [("uint8_mask", "bool mask"), ("nan", "NaN or infinite"),
-                                             ("shape", "an image of shape")])
+                                             ("shape", "an image of shape"),
+                                             ("outcome_disagrees", "mask that disagrees with its outcome")])
 def test_transform_contract_violations_name_the_augmenter(fault, text):
     with pytest.raises(ValueError, match=rf"_Broken\.transform .*{text}"):
         _Broken(fault, seed=0)(gradient_image(dtype=torch.float32))
+
+
+class _Replacer(SquareDefect):
+    """Replaces every chosen image with a flat grey one; odd rows get a weak label (an empty mask)."""
+
+    def transform(self, image, params):
+        made, mask = super().transform(image, params)
+        mask[1::2] = False
+        return Made(made, mask, torch.full((len(image),), Outcome.REPLACED, dtype=torch.int8))
+
+
+def test_outcome_says_what_happened_to_each_sample():
+    image = gradient_image()[None].repeat(64, 1, 1, 1)
+    out = SquareDefect(p=0.5, seed=0).augment(image)
+    assert out.outcome.dtype == torch.int8 and set(out.outcome.tolist()) == {Outcome.UNTOUCHED, Outcome.DEFECT}
+    assert torch.equal(out.defect, out.outcome == Outcome.DEFECT) and not out.replaced.any()
+    assert not out.mask[~out.defect].any() and torch.equal(out.image[~out.defect], image[~out.defect])
+
+
+def test_a_replaced_image_keeps_only_its_own_mask_and_a_weak_label_is_still_label_1():
+    image = gradient_image()[None].repeat(4, 1, 1, 1)
+    old = torch.ones(4, 32, 40, dtype=torch.bool)
+    out = _Replacer(seed=0).augment(image, old)
+    assert out.replaced.all() and out.defect.all()
+    assert out.mask[0::2].flatten(1).sum(1).tolist() == [16, 16] and not out.mask[1::2].any()
+    assert all(len(torch.unique(row)) == 1 for row in out.image)  # the whole image, not pasted inside a mask
+    labels = _Replacer(seed=0)({"image": image, "label": torch.zeros(4, dtype=torch.long)})["label"]
+    assert labels.tolist() == [1, 1, 1, 1]
+
+
+def test_spatial_annotations_pass_through_a_painted_defect_as_the_same_objects():
+    boxes = tv_tensors.BoundingBoxes([[1, 1, 5, 5]], format="XYXY", canvas_size=(32, 40))
+    sample = {"image": tv_tensors.Image(gradient_image()), "boxes": boxes}
+    out = SquareDefect(seed=0)(sample)
+    assert out["boxes"] is boxes and out["label"] == 1
+
+
+def test_torch_manual_seed_reproduces_augmenters_built_without_a_seed():
+    image = gradient_image()[None].repeat(4, 1, 1, 1)
+    torch.manual_seed(0)
+    first = [SquareDefect().augment(image).image, create("memseg").augment(image).image]
+    torch.manual_seed(0)
+    again = [SquareDefect().augment(image).image, create("memseg").augment(image).image]
+    torch.manual_seed(1)
+    other = SquareDefect().augment(image).image
+    assert all(torch.equal(a, b) for a, b in zip(first, again)) and not torch.equal(other, first[0])
+
+
+def test_pickle_and_deepcopy_continue_the_same_stream():
+    import copy
+    import pickle
+
+    image = gradient_image()[None].repeat(4, 1, 1, 1)
+    augmenter = create("memseg", seed=3)
+    augmenter.augment(image)
+    for clone in (pickle.loads(pickle.dumps(augmenter)), copy.deepcopy(augmenter)):
+        assert torch.equal(clone.augment(image).image, copy.deepcopy(augmenter).augment(image).image)
+    assert torch.equal(pickle.loads(pickle.dumps(augmenter)).augment(image).image, augmenter.augment(image).image)
+
+
+@pytest.mark.parametrize(
+    ("sample", "text"),
+    [
+        ((gradient_image(), tv_tensors.BoundingBoxes([[1, 1, 5, 5]], format="XYXY", canvas_size=(32, 40))),
+         "BoundingBoxes as item 2 of a 2-tuple sample is not supported"),
+        ((gradient_image(), tv_tensors.BoundingBoxes([[1, 1, 5, 5]], format="XYXY", canvas_size=(32, 40)),
+          torch.tensor([1])), "BoundingBoxes as item 2 of a 3-tuple sample is not supported"),
+        (gradient_image(dtype=torch.float32).requires_grad_(), "image requires grad"),
+        (tv_tensors.Video(torch.stack([gradient_image()] * 3)), "tv_tensors.Video is not supported"),
+    ],
+)
+def test_unsupported_samples_are_refused_with_what_to_do(sample, text):
+    with pytest.raises(TypeError) as info:
+        SquareDefect(seed=0)(sample)
+    assert text in str(info.value)

@@ -54,15 +54,34 @@ def test_version():
     assert result.exit_code == 0 and inout_aug.__version__ in result.output
 
 
-def test_list_shows_name_source_and_description():
+def test_list_shows_name_class_source_and_description():
     result = run("list")
     assert result.exit_code == 0
     header, *rows = result.output.splitlines()
-    assert header.split() == ["NAME", "SOURCE", "DESCRIPTION"]
+    assert header.split() == ["NAME", "CLASS", "SOURCE", "DESCRIPTION"]
     memseg = next(r for r in rows if r.startswith("memseg "))
-    assert memseg.split()[1] == "inout-aug" and len(memseg.split()) > 3
+    assert memseg.split()[1:3] == ["inout_aug.MemSegRegion", "inout-aug"] and len(memseg.split()) > 4
+    assert next(r for r in rows if r.startswith("inout ")).split()[1] == "inout_aug.InOutMix"
     assert run("list", "mem*").output.count("\n") == 2
     assert run("list", "zzz*").exit_code != 0
+
+
+def test_errors_raised_on_purpose_are_one_line_and_bugs_show_a_traceback(monkeypatch):
+    on_purpose = run("generate", "-a", "memseg", "-i", "/no/such/folder", "-o", "/tmp/never", "-n", "1")
+    assert on_purpose.exit_code == 1 and on_purpose.output.strip() == "Error: dataset folder not found: /no/such/folder"
+
+    def unpack_bug(pattern):
+        name, source = ["only one"]  # a ValueError that no raise statement meant for the user
+        return []
+
+    monkeypatch.setattr(registry, "entries", unpack_bug)
+    bug = CliRunner().invoke(cli, ["list"])
+    assert bug.exit_code == 1
+    assert "Traceback" in bug.output and "not enough values to unpack" in bug.output
+    assert bug.output.rstrip().splitlines()[-1].startswith("inout-aug: the error above is a bug in inout-aug")
+
+    monkeypatch.setattr(registry, "entries", lambda pattern: 1 / 0)
+    assert "ZeroDivisionError" in run("list").output and "is a bug" in run("list").output
 
 
 def test_info_shows_parameters_defaults_and_types():

@@ -118,3 +118,49 @@ def test_real_masks_of_one_defect_type_from_a_dataset(tmp_path):
     assert set(dents.draw(10, (30, 30), torch.Generator()).flatten(1).sum(1).tolist()) == {64}
     with pytest.raises(ValueError, match="no masked defects of type 'hole'.*types: dent, scratch"):
         RealMasks(tmp_path, defect_type="hole")
+
+
+def test_the_cards_compose_line_with_a_bank(bank):
+    from torchvision.transforms import v2
+
+    from inout_aug import InOutMix
+
+    augment = v2.Compose([InOutMix(bank=str(bank), seed=0), v2.RandomHorizontalFlip(p=1.0)])
+    sample = {"image": tv_tensors.Image(gradient_image(3, 32, 32)), "label": 0}
+    outs = [augment(sample) for _ in range(4)]
+    assert all(out["label"] == 1 and out["mask"].shape == (32, 32) and out["mask"].any() for out in outs)
+    with pytest.raises(ValueError, match="bank given both directly and in in_params"):
+        InOutMix(bank=str(bank), in_params={"bank": str(bank)})
+
+
+def test_a_weak_label_entry_comes_out_of_in_out_mix_with_label_1_and_an_empty_mask(weak_bank):
+    mix = create("inout", bank=str(weak_bank), in_ratio=1.0, seed=0)
+    image = gradient_image(3, 16, 16)
+    out = mix.augment(image[None].repeat(4, 1, 1, 1))
+    assert out.replaced.all() and out.defect.all() and not out.mask.any()
+    sample = mix({"image": tv_tensors.Image(image), "label": 0, "mask": tv_tensors.Mask(torch.ones(16, 16))})
+    assert sample["label"] == 1 and not sample["mask"].any()  # the old mask described the replaced image
+
+
+def test_a_replaced_image_refuses_other_spatial_annotations_unless_told_to_drop_them(bank):
+    boxes = tv_tensors.BoundingBoxes([[1, 1, 5, 5]], format="XYXY", canvas_size=(16, 16))
+    sample = {"image": tv_tensors.Image(gradient_image(3, 16, 16)), "boxes": boxes, "name": "a"}
+    with pytest.raises(ValueError, match="DiffusionDefect replaced the image.*boxes.*on_replace='drop'"):
+        DiffusionDefect(bank=str(bank), seed=0)(sample)
+    out = DiffusionDefect(bank=str(bank), on_replace="drop", seed=0)(sample)
+    assert "boxes" not in out and out["name"] == "a" and out["label"] == 1
+    kept = DiffusionDefect(bank=str(bank), p=0.0, seed=0)(sample)  # nothing replaced: the boxes still apply
+    assert kept["boxes"] is boxes
+    with pytest.raises(ValueError, match="on_replace must be 'error' or 'drop'"):
+        DiffusionDefect(bank=str(bank), on_replace="keep")
+
+
+def test_settings_that_mean_nothing_for_the_source_are_refused(bank, tmp_path):
+    with pytest.raises(ValueError, match=r"lora, prompt mean\(s\) nothing with bank="):
+        DiffusionDefect(bank=str(bank), prompt="a scratch", lora="x.safetensors")
+    with pytest.raises(ValueError, match=r"fit mean\(s\) nothing with model="):
+        DiffusionDefect(model=str(tmp_path), fit="crop")
+    with pytest.raises(ValueError, match="mask_type picks a defect type of masks=DATASET"):
+        DiffusionDefect(model=str(tmp_path), mask_type="Blowhole")
+    with pytest.raises(ValueError, match="a ddpm model takes no prompt"):
+        DiffusionDefect(model=str(tmp_path), prompt="sks defect")
