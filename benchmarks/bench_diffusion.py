@@ -20,7 +20,6 @@ Needs the diffusion and bench extras: pip install -e ".[diffusion,bench]".
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import time
@@ -32,7 +31,7 @@ from torchvision.transforms.v2 import functional as F
 
 import inout_aug
 from inout_aug.data.masks import bounding_box
-from inout_aug.core.sample import as_bytes
+from inout_aug.core.sample import as_bytes, as_float
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,7 +61,7 @@ from inout_aug.testing import tiny_sd as tiny
         (f"sd txt2img, diffusers default ({type(plain.scheduler).__name__}, 50 steps)",
          images_per_second(lambda: plain("sks defect", num_images_per_prompt=n, output_type="pt"), n, repeats)),
     )
-    config = dataclasses.replace(DDPMConfig.preset("default"), channels=1)
+    config = DDPMConfig.preset("default", channels=1)
     model = DDPMDefectModel(config, _build_unet(config))
     images, masks = torch.rand(n, 1, 64, 64), torch.zeros(n, 64, 64, dtype=torch.bool)
     masks[:, 20:40, 20:40] = True
@@ -117,7 +116,7 @@ def quality_rows(data: Path, model_path: Path, defect_type: str, limit: int, see
         placed = F.resize(mask[None].float(), list(base.shape[-2:]), interpolation=F.InterpolationMode.NEAREST)[0] > 0.5
         if not placed.any():
             continue
-        made = model.inpaint(base[None].float() / 255, placed[None], generator=g, steps=25)[0]
+        made = model.inpaint(as_float(base[None]), placed[None], generator=g, steps=25)[0]
         crops["ddpm"].append(crop(as_bytes(made), placed))
         out = memseg.augment(base[None])
         crops["memseg"].append(crop(out.image[0], out.mask[0]))

@@ -23,6 +23,7 @@ import torch
 
 import inout_aug
 from inout_aug.augmenters.memseg import MemSegRegion
+from inout_aug.core.sample import as_bytes
 
 SIZE = 256
 HERE = Path(__file__).resolve().parent
@@ -53,7 +54,7 @@ def contenders(textures: str, batch: int, device: str) -> dict[str, Callable[[],
 
     torch.manual_seed(0)
     image = torch.rand(batch, 3, SIZE, SIZE, device=device)
-    image_u8 = (image * 255).round().to(torch.uint8)
+    image_u8 = as_bytes(image)
     with_textures = PerlinAnomalyGenerator(anomaly_source_path=textures, probability=1.0)
     perlin_only = PerlinAnomalyGenerator(anomaly_source_path=None, probability=1.0)
     memseg = MemSegRegion(textures=textures, seed=0)

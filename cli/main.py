@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
 import linecache
@@ -21,6 +20,7 @@ from inout_aug.core import registry
 from inout_aug.data.layouts import LAYOUTS, format_summary, open_dataset
 from inout_aug.tools.generate import GenerationError, GenerationJob
 from inout_aug.core.io import write_png
+from inout_aug.core.settings import SettingsError, parse_pairs
 from inout_aug.tools.preview import preview_folder
 from inout_aug.tools.surfaces import make_surfaces
 
@@ -87,19 +87,13 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return int(k), int(n)
 
 
-def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``key=value`` pairs into a dict; values are Python literals (``0.5``, ``(1, 2)``, ``None``) or strings."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--param")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        params[key.strip()] = value
-    return params
+def parse_params(pairs: tuple[str, ...], option: str) -> dict[str, Any]:
+    """``key=value`` pairs as a dict (:func:`inout_aug.core.settings.parse_pairs`); a malformed pair is a usage
+    error naming ``option``."""
+    try:
+        return parse_pairs(pairs)
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 def _echo_table(rows: list[tuple[str, ...]], indent: str = "") -> None:
@@ -194,11 +188,11 @@ def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: in
     tile, folder layout) whose normal images of --split are used. An interrupted run resumes where it
     stopped when run again with the same options.
     """
-    params = parse_params(param_pairs)
+    params = parse_params(param_pairs, "--param")
     if textures is not None:
         params["textures"] = str(textures.resolve())
     with GenerationJob(augmenter, input_dir, out, n=n, seed=seed, params=params, layout=layout, split=split,
-                       data_options=parse_params(data_pairs), shard=parse_shard(shard)) as job:
+                       data_options=parse_params(data_pairs, "--data-option"), shard=parse_shard(shard)) as job:
         if job.data["layout"] != "images":
             click.echo(f"{job.data['layout']} dataset, split {split}: {len(job.sources)} normal images", err=True)
         _run(job, batch_size)
@@ -231,8 +225,8 @@ def finetune(backend: str, data: Path, out: Path, setting: str, shots: int, defe
 
     written = run_finetune(backend, data, out, setting=setting, shots=shots, defect_type=defect_type,
                            layout=None if layout == "auto" else layout, split=split,
-                           data_options=parse_params(data_pairs), preset=preset, overrides=parse_params(set_pairs),
-                           checkpoint=checkpoint, seed=seed)
+                           data_options=parse_params(data_pairs, "--data-option"), preset=preset,
+                           overrides=parse_params(set_pairs, "--set"), checkpoint=checkpoint, seed=seed)
     click.echo(f"model in {written}; use it with: inout-aug generate -a diffusion -p model={written} "
                f"-p backend={backend} ...")
 
@@ -280,8 +274,8 @@ def bench(config: Path | None, data: Path, out: Path, preset: str | None, model:
              "in_ratios": (0.0, 0.25, 0.5, 0.75, 1.0) if in_ratio_sweep else None}
     overrides = {k: v for k, v in given.items() if v is not None}
     if data_pairs:
-        overrides["data_options"] = parse_params(data_pairs)
-    overrides.update(parse_params(set_pairs))
+        overrides["data_options"] = parse_params(data_pairs, "--data-option")
+    overrides.update(parse_params(set_pairs, "--set"))
     bench_config = load_config(config, **overrides) if config else BenchConfig.preset(preset or "cpu", **overrides)
     runner = Benchmark(bench_config, data, out, log=lambda text: click.echo(text, err=True))
     click.echo(f"{len(runner.runs)} runs ({len(runner.skipped)} method/setting pairs cannot run) -> {out}", err=True)
@@ -300,7 +294,8 @@ def bench(config: Path | None, data: Path, out: Path, preset: str | None, model:
 @_one_line_errors
 def info_data(path: Path, layout: str, split: str, data_pairs: tuple[str, ...]) -> None:
     """Show the dataset at PATH: detected layout, images per class and label, image sizes."""
-    dataset = open_dataset(path, None if layout == "auto" else layout, split, **parse_params(data_pairs))
+    options = parse_params(data_pairs, "--data-option")
+    dataset = open_dataset(path, None if layout == "auto" else layout, split, **options)
     click.echo(format_summary(dataset.summary()))
 
 

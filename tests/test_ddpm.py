@@ -16,6 +16,7 @@ from inout_aug.models.ddpm import (  # noqa: E402
     _defect_patch,
     train_ddpm,
 )
+from inout_aug.core.settings import SettingsError  # noqa: E402
 
 
 def _surface(seed: int, c: int = 1, h: int = 32, w: int = 32) -> torch.Tensor:
@@ -182,7 +183,7 @@ def test_config_round_trip_presets_and_checks():
     assert DDPMConfig.preset("smoke", seed=3).seed == 3
     with pytest.raises(ValueError, match="unknown ddpm preset"):
         DDPMConfig.preset("huge")
-    with pytest.raises(ValueError, match="unknown ddpm settings"):
+    with pytest.raises(SettingsError, match="unknown ddpm setting width; valid: "):
         DDPMConfig.from_dict({"width": 3})
     with pytest.raises(ValueError, match="patch_size"):
         DDPMConfig(patch_size=30)

@@ -75,7 +75,7 @@ def test_listed_with_its_distribution_and_description(env):
     result = env.cli("list")
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("cutpaste_scar"))
-    assert row.split()[1] == "inout-aug-cutpaste" and "CutPaste scar" in row
+    assert row.split()[1:3] == ["inout_aug_cutpaste.CutPasteScar", "inout-aug-cutpaste"] and "CutPaste scar" in row
     assert "memseg" in result.stdout and "warning" not in result.stderr
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inout_aug.core.augmenter import check_probability
+from inout_aug.core.settings import settings_from_dict, settings_from_preset
 from inout_aug.data.training import SETTINGS
 
 #: The methods every benchmark knows; any other registered augmenter name is a method too.
@@ -64,7 +65,7 @@ class BenchConfig:
         self.methods = tuple(self.methods)
         self.settings = tuple(self.settings)
         self.seeds = tuple(int(s) for s in self.seeds)
-        self.in_ratios = tuple(float(r) for r in self.in_ratios)
+        self.in_ratios = tuple(check_probability("in_ratios", r) for r in self.in_ratios)
         checks = [
             (min(self.image_size) >= 32, f"image_size must be at least 32x32, got {self.image_size}"),
             (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
@@ -77,7 +78,6 @@ class BenchConfig:
             (all(s in SETTINGS for s in self.settings), f"settings must be among {SETTINGS}, got {self.settings}"),
             (bool(self.methods) and bool(self.settings) and bool(self.seeds), "methods, settings and seeds: one each"),
             (self.shots >= 1, f"shots must be at least 1, got {self.shots}"),
-            (all(0 <= r <= 1 for r in self.in_ratios), f"in_ratios must lie in [0, 1], got {self.in_ratios}"),
             (self.bank_size >= 1 and self.diffusion_steps >= 1, "bank_size and diffusion_steps must be at least 1"),
         ]
         for ok, message in checks:
@@ -87,18 +87,12 @@ class BenchConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> BenchConfig:
         """Preset ``name`` (paper, cpu, smoke) with ``overrides``; an unknown setting names the valid ones."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown benchmark preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return cls.from_dict({**PRESETS[name], **overrides})
+        return settings_from_preset(cls, PRESETS, name, overrides, what="benchmark")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
         """Settings from a dict (a config file's, :meth:`to_dict`'s); unknown keys raise, naming the valid ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TypeError(f"unknown benchmark setting {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**data)
+        return settings_from_dict(cls, data, what="benchmark")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (tuples as lists)."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
-from inout_aug.core.sample import match_channels
+from inout_aug.core.sample import as_float, match_channels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,7 +25,7 @@ def image_features(model: nn.Module, images: Sequence[torch.Tensor], size: int =
     for start in range(0, len(images), batch_size):
         chunk = [F.resize(match_channels(im, 3), [size, size], antialias=True)
                  for im in images[start:start + batch_size]]
-        x = F.normalize(torch.stack(chunk).float().div_(255), IMAGENET_MEAN, IMAGENET_STD)
+        x = F.normalize(as_float(torch.stack(chunk)), IMAGENET_MEAN, IMAGENET_STD)
         out.append(model(x.to(device)).flatten(1).float().cpu())
     return torch.cat(out)
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import get_worker_info
 from torchvision.transforms.v2 import Transform
 
-from inout_aug.core.sample import as_float, check_image, check_mask, parse
+from inout_aug.core.sample import as_bytes, as_float, check_image, check_mask, parse
 
 
 class Outcome(IntEnum):
@@ -344,6 +344,4 @@ def _paste(work: torch.Tensor, made: torch.Tensor, mask: torch.Tensor, dtype: to
 
 def _in_dtype(made: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``made`` (float in [0, 1], ours to overwrite) as ``dtype``: uint8 rounds, and round-trips uint8 input exactly."""
-    if dtype == torch.uint8:
-        return made.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
-    return made.to(dtype)
+    return as_bytes(made, inplace=True) if dtype == torch.uint8 else made.to(dtype)

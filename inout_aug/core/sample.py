@@ -76,18 +76,32 @@ def as_float(image: torch.Tensor) -> torch.Tensor:
     return image.float().div_(255) if image.dtype == torch.uint8 else image
 
 
-def as_bytes(image: torch.Tensor) -> torch.Tensor:
-    """A uint8 copy of a float image in [0, 1]: ``round(image * 255)``, clamped."""
-    return image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+def as_bytes(image: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """A uint8 copy of a float image in [0, 1]: ``round(image * 255)``, clamped; ``inplace`` computes it in
+    ``image``'s own buffer (which it overwrites) instead of a float temporary."""
+    return (image.mul_(255) if inplace else image.mul(255)).round_().clamp_(0, 255).to(torch.uint8)
+
+
+#: Luma weights of R, G and B: ITU-R BT.601, as PIL's ``convert("L")`` (torchvision's rgb_to_grayscale: 0.2989 R).
+LUMA = (0.299, 0.587, 0.114)
+
+
+def grey(image: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) luma of a float (..., C, H, W) image: its one channel, or :data:`LUMA` applied to RGB."""
+    if image.shape[-3] == 1:
+        return image[..., 0, :, :]
+    return torch.einsum("...chw,c->...hw", image, image.new_tensor(LUMA))
 
 
 def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
-    """``image`` (..., C, H, W) with ``channels`` channels: grey repeated to RGB (a view), RGB turned grey."""
+    """``image`` (..., C, H, W) with ``channels`` channels, dtype kept: grey repeated to RGB (a view), RGB made
+    :func:`grey` (in float32; uint8 rounded)."""
     if image.shape[-3] == channels:
         return image
     if channels == 3:
         return image.expand(*image.shape[:-3], 3, *image.shape[-2:])
-    return F.rgb_to_grayscale(image)
+    luma = grey(image.float()).unsqueeze(-3)
+    return luma.round_().clamp_(0, 255).to(torch.uint8) if image.dtype == torch.uint8 else luma.to(image.dtype)
 
 
 def check_mask(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +29,8 @@ from torchvision.transforms.v2 import functional as F
 
 from inout_aug.data.masks import bounding_box
 from inout_aug.core.io import write_text
+from inout_aug.core.sample import match_channels
+from inout_aug.core.settings import settings_from_dict, settings_from_preset
 
 #: Class labels of the UNet: normal surface, defect, and the null class of classifier-free guidance.
 NORMAL, DEFECT, NULL = 0, 1, 2
@@ -51,7 +53,6 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 CONFIG_FILE = "config.json"
 UNET_FOLDER = "unet"
 _WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
-_LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass
@@ -113,19 +114,13 @@ class DDPMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DDPMConfig:
-        """Settings from :meth:`to_dict`'s output; unknown keys raise."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ddpm settings {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        """Settings from :meth:`to_dict`'s output; unknown keys raise a SettingsError."""
+        return settings_from_dict(cls, data, what="ddpm")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DDPMConfig:
         """A named preset: "default" (2000 steps, about 11 minutes on a 2-core CPU) or "smoke" (seconds, for tests)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown ddpm preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        return settings_from_preset(cls, PRESETS, name, overrides, what="ddpm")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -213,7 +208,7 @@ class DDPMDefectModel:
         c = self.config.channels
         p = self.config.patch_size
         boxes = [_window(masks[i], self.config) for i in rows]
-        known = torch.stack([_patch(_to_channels(images[i, :, t:t + h, l:l + w].float(), c), p)
+        known = torch.stack([_patch(match_channels(images[i, :, t:t + h, l:l + w].float(), c), p)
                              for i, (t, l, h, w) in zip(rows, boxes)])
         holes = torch.stack([_patch(masks[i, t:t + h, l:l + w][None].float(), p) > 0
                              for i, (t, l, h, w) in zip(rows, boxes)])
@@ -225,7 +220,7 @@ class DDPMDefectModel:
         made = self._sample(known * 2 - 1, holes, generator, steps, scale, scheduler, resample)
         made = (made + 1) / 2
         for k, (i, (t, l, h, w)) in enumerate(zip(rows, boxes)):
-            back = _to_channels(F.resize(made[k:k + 1], [h, w], antialias=True)[0], images.shape[1])
+            back = match_channels(F.resize(made[k:k + 1], [h, w], antialias=True)[0], images.shape[1])
             region = out[i, :, t:t + h, l:l + w]
             hole = masks[i, t:t + h, l:l + w].expand_as(region)
             region[hole] = back.clamp(0, 1).to(images.dtype)[hole]
@@ -292,8 +287,8 @@ def train_ddpm(normals: Sequence[torch.Tensor], defects: Sequence[tuple[torch.Te
             raise ValueError(f"defect {k}: its mask must be (H, W) like its image and mark at least one pixel")
     channels = config.channels or (3 if any(x.shape[0] == 3 for x in [*normals, *(d[0] for d in defects)]) else 1)
     config = DDPMConfig.from_dict({**config.to_dict(), "channels": channels})
-    normals = [_to_channels(x, channels) for x in normals]
-    defects = [(_to_channels(x, channels), m.bool()) for x, m in defects]
+    normals = [match_channels(x, channels) for x in normals]
+    defects = [(match_channels(x, channels), m.bool()) for x, m in defects]
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -391,16 +386,6 @@ def _check_inputs(images: torch.Tensor, masks: torch.Tensor, scheduler: str, ste
         raise ValueError(f"steps must be at least 1 and resample at least 0, got {steps}, {resample}")
     if resample and scheduler != "ddim":
         raise ValueError("resampling jumps (resample > 0) need the ddim scheduler")
-
-
-def _to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
-    """A (C, H, W) image with ``channels`` channels: grey repeated to RGB, RGB to luma (dtype kept)."""
-    if image.shape[0] == channels:
-        return image
-    if channels == 3:
-        return image.expand(3, *image.shape[1:])
-    luma = torch.tensordot(torch.tensor(_LUMA, dtype=torch.float32), image.float(), dims=1)[None]
-    return luma.round().clamp(0, 255).to(torch.uint8) if image.dtype == torch.uint8 else luma.to(image.dtype)
 
 
 def _patch(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -58,16 +57,6 @@ def finetune(backend: str, data: str | Path, out: str | Path, *, setting: str = 
     return out
 
 
-def _settings(cls: type, preset: str, overrides: dict[str, Any] | None, seed: int) -> Any:
-    """``cls.preset(preset)`` with ``seed`` and ``overrides``; an unknown setting names the valid ones."""
-    base = cls.preset(preset)
-    names = {f.name for f in dataclasses.fields(base)}
-    unknown = sorted(set(overrides or {}) - names)
-    if unknown:
-        raise TypeError(f"unknown setting {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    return dataclasses.replace(base, **{"seed": seed, **(overrides or {})})
-
-
 def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None = None,
                   overrides: dict[str, Any] | None = None, seed: int = 0, progress: bool = True) -> list[Path]:
     """Train the ddpm backend on every normal image of ``dataset`` (anything with ``normals()`` and
@@ -76,7 +65,7 @@ def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None =
 
     if not chosen:
         raise ValueError(ZERO_SHOT_DDPM)
-    config = _settings(DDPMConfig, preset or "default", overrides, seed)
+    config = DDPMConfig.preset(preset or "default", **{"seed": seed, **(overrides or {})})
     normals = dataset.normals()
     pairs = [(read_image(r.image), read_mask(r.mask, dataset.mask_threshold)) for r in chosen if r.mask is not None]
     if not pairs:
@@ -92,7 +81,7 @@ def _sd(dataset, chosen, out: Path, preset, overrides, checkpoint, seed: int, sh
 
     if checkpoint is None:
         raise ValueError("the sd backend fine-tunes a local Stable Diffusion checkpoint: pass --checkpoint PATH")
-    settings = _settings(sd.LoraSettings, preset or "paper", overrides, seed)
+    settings = sd.LoraSettings.preset(preset or "paper", **{"seed": seed, **(overrides or {})})
     images = [r.image for r in chosen]
     if not images:  # zero-shot: the surface from a share of the normals; defects come from the prompt
         normals = dataset.normals()

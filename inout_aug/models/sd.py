@@ -28,7 +28,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from inout_aug.core.augmenter import mix_seed
 from inout_aug.core.io import IMAGE_SUFFIXES, atomic_open, digest, read_image, write_png, write_text
+from inout_aug.core.sample import as_bytes, as_float
+from inout_aug.core.settings import settings_from_preset
 
 #: DIAG's prompts for SD inpainting with real defect masks (KolektorSDD2-like surfaces).
 DIAG_PROMPTS = ("white marks on the wall", "copper metal scratches")
@@ -63,11 +65,11 @@ _TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 class LoraSettings:
     """Every DreamBooth-LoRA fine-tuning setting. The defaults are the In&Out authors' recipe (``preset("paper")``).
 
-    Override any field with ``dataclasses.replace``. ``batch_size`` is per process (per GPU under
-    ``accelerate launch``); ``max_steps``, when set, replaces ``epochs``. ``conv_rank = 0`` turns the convolution
-    LoRA off. ``flip`` adds horizontally and vertically flipped copies of each instance image (the authors triple
-    their positives so). ``mixed_precision`` ("no", "fp16", "bf16") applies on CUDA; without CUDA training runs in
-    full precision.
+    Override fields with ``preset(name, **overrides)`` or ``dataclasses.replace``. ``batch_size`` is per process
+    (per GPU under ``accelerate launch``); ``max_steps``, when set, replaces ``epochs``. ``conv_rank = 0`` turns the
+    convolution LoRA off. ``flip`` adds horizontally and vertically flipped copies of each instance image (the authors
+    triple their positives so). ``mixed_precision`` ("no", "fp16", "bf16") applies on CUDA; without CUDA training
+    runs in full precision.
     """
 
     class_word: str = "defect"
@@ -122,21 +124,21 @@ class LoraSettings:
         return self.class_word
 
     @classmethod
-    def preset(cls, name: str) -> LoraSettings:
+    def preset(cls, name: str, **overrides: Any) -> LoraSettings:
         """``"paper"``: the In&Out recipe; ``"smoke"``: a few seconds on a CPU with the tiny test model."""
-        if name == "paper":
-            return cls()
-        if name == "smoke":
-            return cls(
-                rank=4, alpha=4.0, conv_rank=2, conv_alpha=1.0, learning_rate=1e-3, batch_size=2, epochs=1, repeats=1,
-                max_steps=2, resolution=32, num_class_images=2, class_steps=2, class_batch_size=2,
-                mixed_precision="no", seed=0,
-            )
-        raise ValueError(f"unknown LoRA preset {name!r}; choose 'paper' or 'smoke'")
+        return settings_from_preset(cls, PRESETS, name, overrides, what="LoRA")
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""
         return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "smoke": {"rank": 4, "alpha": 4.0, "conv_rank": 2, "conv_alpha": 1.0, "learning_rate": 1e-3, "batch_size": 2,
+              "epochs": 1, "repeats": 1, "max_steps": 2, "resolution": 32, "num_class_images": 2, "class_steps": 2,
+              "class_batch_size": 2, "mixed_precision": "no", "seed": 0},
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,7 +282,7 @@ def generate(pipeline, prompt: str, *, num_images: int = 1, seed: int = 0, steps
     rgb, repaint = _inpaint_inputs(image, mask, num_images)
     size = rgb.shape[-2:]
     height, width = height or _multiple_of_8(size[0]), width or _multiple_of_8(size[1])
-    made = _run(pipeline, prompt, generators, height=height, width=width, image=rgb.float() / 255,
+    made = _run(pipeline, prompt, generators, height=height, width=width, image=as_float(rgb),
                 mask_image=repaint[:, None].float(), **options)
     if made.shape[-2:] != size:
         made = TF.resize(made, list(size), antialias=True)
@@ -291,7 +293,7 @@ def _run(pipeline, prompt: str, generators: list[torch.Generator], **options) ->
     """One batched pipeline call, one generator per image; (N, 3, H, W) uint8 on the CPU."""
     images = pipeline(prompt, num_images_per_prompt=len(generators), generator=generators, output_type="pt",
                       **options).images
-    return (images.float().cpu() * 255).round().clamp(0, 255).to(torch.uint8)
+    return as_bytes(images.float().cpu(), inplace=True)
 
 
 def _inpaint_inputs(image: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as nnf
 
 from inout_aug.core.augmenter import mix_seed
+from inout_aug.core.sample import as_bytes
 
 # RGB tints of the materials the demo draws from.
 MATERIALS = {
@@ -37,7 +38,7 @@ def _surface(size: tuple[int, int], g: torch.Generator) -> torch.Tensor:
     grey = base + light + 0.05 * streaks + 0.02 * grain
     tints = torch.tensor(list(MATERIALS.values()))
     tint = tints[torch.randint(len(tints), (1,), generator=g)].view(1, 3, 1, 1)
-    return (grey * tint).clamp(0, 1).mul(255).round().to(torch.uint8)[0]
+    return as_bytes(grey * tint, inplace=True)[0]
 
 
 def _stretched_noise(n: int, h: int, w: int, size: tuple[int, int], g: torch.Generator) -> torch.Tensor:

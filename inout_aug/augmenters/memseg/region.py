@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from inout_aug.core.augmenter import Augmenter
+from inout_aug.core.augmenter import Augmenter, check_probability
 from inout_aug.augmenters.memseg.noise import perlin_masks
-from inout_aug.core.sample import as_float
-from inout_aug.augmenters.memseg.sources import AnomalySource, ProceduralTexture, TextureFolder, grey, uniform
+from inout_aug.core.sample import as_bytes, as_float, grey
+from inout_aug.augmenters.memseg.sources import AnomalySource, ProceduralTexture, TextureFolder, uniform
 from inout_aug.augmenters.memseg.structural import StructuralSource
 
 
@@ -184,7 +184,7 @@ class MemSegRegion(Augmenter):
 def otsu_level(values: torch.Tensor) -> torch.Tensor:
     """(N, 1, 1) Otsu threshold of each (H, W) image of an (N, H, W) batch in [0, 1] (256 levels)."""
     n = len(values)
-    bins = values.mul(255).round_().clamp_(0, 255).long().flatten(1)
+    bins = as_bytes(values).long().flatten(1)
     hist = torch.zeros((n, 256), dtype=torch.long, device=values.device)
     hist.scatter_add_(1, bins, bins.new_ones(1).expand_as(bins))
     prob = hist.double() / bins.shape[1]
@@ -221,11 +221,10 @@ def _pick_sources(
     if sources is None:
         if weights is not None:
             raise ValueError("source_weights needs sources=; the default pair is weighted by texture_prob")
-        if not 0.0 <= float(texture_prob) <= 1.0:
-            raise ValueError(f"texture_prob must be a probability in [0, 1], got {texture_prob}")
+        texture_prob = check_probability("texture_prob", texture_prob)
         texture = ProceduralTexture() if textures is None else TextureFolder(textures)
         pair = (texture, StructuralSource(ops=structural_ops, grid=tuple(grid)))
-        return pair, (float(texture_prob), 1.0 - float(texture_prob))
+        return pair, (texture_prob, 1.0 - texture_prob)
     if textures is not None:
         raise ValueError("give either textures= or sources=, not both (put a TextureFolder in sources)")
     sources = tuple(sources)

@@ -36,14 +36,6 @@ def randint(
     return torch.randint(low, high, tuple(shape), generator=generator, device=generator.device).to(device)
 
 
-def grey(image: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) luminance of a float (N, C, H, W) batch (ITU-R 601 weights, as torchvision)."""
-    if image.shape[1] == 1:
-        return image[:, 0]
-    weights = image.new_tensor([0.299, 0.587, 0.114])
-    return torch.einsum("nchw,c->nhw", image, weights)
-
-
 class AnomalySource(ABC):
     """Makes the source image A that MemSeg blends into the defect region."""
 
@@ -120,7 +112,10 @@ class TextureFolder(AnomalySource):
     @staticmethod
     def _resize(texture: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
         h, w, c = size
-        return match_channels(TF.resize(texture, [h, w], antialias=True), c)
+        texture = TF.resize(texture, [h, w], antialias=True)
+        # RGB textures of grey images: torchvision's grey (0.2989 R, truncated), not match_channels' (LUMA,
+        # rounded), so that MemSeg's bytes stay as they were.
+        return TF.rgb_to_grayscale(texture) if c == 1 else match_channels(texture, c)
 
 
 class ProceduralTexture(AnomalySource):

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 
 from inout_aug.augmenters.memseg.noise import rotated_view
-from inout_aug.core.sample import as_bytes
+from inout_aug.core.sample import LUMA, as_bytes
 from inout_aug.augmenters.memseg.sources import AnomalySource, randint, uniform
 
 
@@ -190,7 +190,7 @@ def _sharpness(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x
 
 
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_RGB_TO_YIQ = torch.tensor([LUMA, [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 

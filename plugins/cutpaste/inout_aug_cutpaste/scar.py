@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from inout_aug.core.augmenter import Augmenter
+from inout_aug.core.sample import grey
 
 #: Image side (pixels) at which ``width`` and ``length`` are given; sizes scale with min(H, W) / REFERENCE.
 REFERENCE = 256.0
-_GREY = (0.2989, 0.587, 0.114)
 
 
 def _size_range(name: str, value: Any) -> tuple[float, float]:
@@ -113,9 +113,8 @@ class CutPasteScar(Augmenter):
         brightness = params["brightness"].to(image.dtype)[:, None, None, None]
         contrast = params["contrast"].to(image.dtype)[:, None, None, None]
         patch = (patch * brightness).clamp(0, 1)
-        grey = patch[:, 0] if c == 1 else torch.einsum("nchw,c->nhw", patch, patch.new_tensor(_GREY))
         area = mask.sum((1, 2)).clamp(min=1)
-        mean = ((grey * mask).sum((1, 2)) / area)[:, None, None, None]
+        mean = ((grey(patch) * mask).sum((1, 2)) / area)[:, None, None, None]
         patch = (contrast * patch + (1 - contrast) * mean).clamp(0, 1)
         return torch.where(mask[:, None], patch, image), mask
 
