@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +17,10 @@ from inout_aug.bench.classifier import create_classifier, frozen_parts, model_in
 from inout_aug.bench.config import BenchConfig, load_config
 from inout_aug.bench.data import open_bench_data
 from inout_aug.bench.features import IMAGENET_MEAN, IMAGENET_STD
-from inout_aug.bench.report import markdown, summarize
-from inout_aug.bench.runner import NO_POSITIVES, NO_SD_WEIGHTS, Run, plan
+from inout_aug.bench.report import markdown, provenance, summarize
+from inout_aug.bench.runner import NO_POSITIVES, NO_SD_WEIGHTS, Run, git_state, plan
 from inout_aug.core.io import write_png
+from inout_aug.core.settings import SettingsError
 from inout_aug_cli.main import cli
 
 
@@ -49,7 +52,7 @@ def test_presets_and_config_errors(tmp_path):
         ("resnet50", (704, 256), 30, 32, 1e-4)
     with pytest.raises(ValueError, match="unknown benchmark preset 'fast'; choose one of paper, cpu, smoke"):
         BenchConfig.preset("fast")
-    with pytest.raises(TypeError, match="unknown benchmark setting epoch; valid: .*epochs"):
+    with pytest.raises(SettingsError, match=r"unknown benchmark setting epoch \(did you mean epochs\?\); valid: "):
         BenchConfig.preset("cpu", epoch=3)
     with pytest.raises(ValueError, match="settings must be among"):
         BenchConfig.preset("cpu", settings=("some",))
@@ -135,6 +138,38 @@ def test_summary_pairs_gains_by_seed_and_lists_skipped_pairs():
     assert "+0.150 ± 0.071" in table and f"| none | — | not run: {NO_POSITIVES}" in table
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_runs_record_their_commit_and_whether_the_tree_was_dirty(tmp_path):
+    repo, source = tmp_path / "repo", tmp_path / "repo" / "pkg" / "code.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("x = 1\n")
+    (repo / "ignored.txt").write_text("ignored.txt\n")
+    (repo / ".gitignore").write_text("ignored.txt\n")
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    commit = git("rev-parse", "HEAD")
+    assert git_state(repo / "out", source) == {"commit": commit, "dirty": False}
+    (repo / "out" / "runs").mkdir(parents=True)
+    (repo / "out" / "runs" / "a.json").write_text("{}")
+    assert git_state(repo / "out", source)["dirty"] is False  # the benchmark's own output does not count
+    assert git_state(None, source)["dirty"] is True  # elsewhere an untracked file does
+    source.write_text("x = 2\n")
+    assert git_state(repo / "out", source) == {"commit": commit, "dirty": True}
+    (tmp_path / "loose.py").write_text("")
+    assert git_state(repo / "out", tmp_path / "loose.py") == {"commit": None, "dirty": None}  # not a checkout
+    assert git_state(None, repo / "ignored.txt") == {"commit": None, "dirty": None}  # a file git does not track
+    runs = [{"commit": "abc", "dirty": False}, {"commit": "abc", "dirty": False}, {"commit": "def", "dirty": True},
+            {"commit": "f6e"}, {"commit": None, "dirty": None}]
+    assert provenance(runs) == ("commit abc (clean): 2 runs; commit def (**dirty**: uncommitted changes): 1 run; "
+                                "commit f6e (clean or dirty: not recorded): 1 run; no git checkout: 1 run")
+
+
 def _bench(folder_data, out, *args):
     return CliRunner().invoke(cli, ["bench", "--preset", "smoke", "--data", str(folder_data), "--out", str(out),
                                     *args], catch_exceptions=False)
@@ -153,10 +188,12 @@ def test_bench_cli_writes_results_report_and_resumes(folder_data, tmp_path):
     assert record["training_set"]["counts"]["real"] == 6 and record["training_set"]["counts"]["augmented"] > 0
     assert record["training_set"]["normals"]["sha256"] and torch.__version__.startswith(record["versions"]["torch"])
     assert "commit" in record and "validation normals" in record["threshold"]["rule"]
+    assert record["dirty"] in (True, False, None) and "scikit-learn" in record["versions"]
     summary = (out / "summary.md").read_text()
+    assert f"Source: {provenance([record] * 3)}." in summary  # the three runs came from this tree
     assert f"| none | — | not run: {NO_POSITIVES}" in summary and "| memseg | 1 |" in summary
     for name in ("pr-zero.png", "pr-few2.png", "positives-zero.png", "positives-few2.png"):
-        assert PIL.Image.open(out / name).mode == "RGB"
+        assert PIL.Image.open(out / name).format == "PNG"
     before = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
     again = _bench(folder_data, out, "--methods", "none,memseg")
     assert again.exit_code == 0 and again.output.count("done before") == 3

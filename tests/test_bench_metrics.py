@@ -1,4 +1,4 @@
-"""Classification metrics (scikit-learn's definitions) and the benchmark figures."""
+"""Classification metrics (scikit-learn's, checked against hand-computed cases) and the benchmark figures."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ import PIL.Image
 import pytest
 import torch
 
-from inout_aug.bench.metrics import (auroc, average_precision, best_f1_threshold, check_scores, mean_std,
-                                     precision_recall_curve, scores_at, threshold_at_false_alarm_rate)
+from inout_aug.bench.metrics import (
+    auroc,
+    average_precision,
+    best_f1_threshold,
+    check_scores,
+    mean_std,
+    precision_recall_curve,
+    scores_at,
+    threshold_at_false_alarm_rate,
+)
 from inout_aug.bench.plots import positives_figure, pr_curve_figure, write_pr_curves
 
 LABELS, SCORES = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
@@ -126,16 +134,23 @@ def test_mean_std():
         mean_std([])
 
 
-def test_pr_curve_figure_is_deterministic_and_shows_its_input(tmp_path):
-    curves = {"none": [_random_pair(0, shift=0.3), _random_pair(1, shift=0.3)], "memseg": [_random_pair(2)]}
+def test_pr_curve_figure_draws_scikit_learns_curve_per_seed_and_the_mean_ap(tmp_path):
+    curves = {"memseg": [(LABELS, SCORES)], "none": [_random_pair(0, shift=0.3), _random_pair(1, shift=0.3)]}
     figure = pr_curve_figure(curves, "test", size=(400, 300))
-    assert figure.dtype == torch.uint8 and figure.shape == (3, 300, 400)
-    assert torch.equal(figure, pr_curve_figure(curves, "test", size=(400, 300)))
-    other = {"none": curves["none"], "memseg": [_random_pair(3, shift=2.0)]}
-    assert not torch.equal(figure, pr_curve_figure(other, "test", size=(400, 300)))
-    path = write_pr_curves(curves, "test", tmp_path / "figs" / "pr.png")
+    lines = figure.axes[0].lines
+    assert len(lines) == 1 + 3 and lines[0].get_ydata()[0] == 0.5  # the chance line, then one curve per seed
+    np.testing.assert_allclose(lines[1].get_xdata(), [1.0, 1.0, 0.5, 0.5, 0.0])
+    np.testing.assert_allclose(lines[1].get_ydata(), [0.5, 2 / 3, 0.5, 1.0, 1.0])
+    assert lines[1].get_drawstyle() == "steps-post"  # precision holds back to the previous recall: area = AP
+    assert lines[2].get_color() == lines[3].get_color() != lines[1].get_color()  # a colour per method
+    aps = [average_precision(*pair) for pair in curves["none"]]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == [
+        "chance: AP 0.500", "memseg: AP 0.833",
+        f"none: AP {np.mean(aps):.3f} ± {np.std(aps, ddof=1):.3f} over 2 seeds"]
+    path = write_pr_curves(curves, "test", tmp_path / "figs" / "pr.png", size=(400, 300))
     with PIL.Image.open(path) as image:
-        assert image.size == (720, 540) and image.mode == "RGB"
+        assert image.format == "PNG" and image.size == (400, 300)
+    assert path.read_bytes() == write_pr_curves(curves, "test", tmp_path / "again.png", size=(400, 300)).read_bytes()
     with pytest.raises(ValueError, match="no curves"):
         pr_curve_figure({}, "test")
     with pytest.raises(ValueError, match=r"without \(labels, scores\) pairs: \['memseg'\]"):

@@ -1,13 +1,23 @@
 """Image-level metrics of a defect classifier whose scores are higher for "defective" (label 1): average precision,
-AUROC, the precision-recall curve, counts at a threshold and thresholds chosen by F1 or by a false-alarm rate.
-The definitions follow scikit-learn's, so numbers compare with published ones."""
+AUROC and the precision-recall curve from scikit-learn, counts at a threshold, and thresholds chosen by F1 or by a
+false-alarm rate on normal images."""
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
+
+
+def _sklearn() -> ModuleType:
+    """``sklearn.metrics``, imported on first use (the ``bench`` extra)."""
+    try:
+        from sklearn import metrics
+    except ImportError:
+        raise ImportError("benchmark metrics need scikit-learn: pip install 'inout-aug[bench]'") from None
+    return metrics
 
 
 def _as_array(values: Any) -> np.ndarray:
@@ -38,64 +48,47 @@ def check_scores(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(np.int64), scores
 
 
-def _counts_per_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True and false positive counts when predicting ``score >= t``, for each distinct score t in decreasing
-    order (tied scores form one threshold): (tps, fps, thresholds)."""
-    order = np.argsort(-scores, kind="mergesort")
-    labels, scores = labels[order], scores[order]
-    last_of_tie = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), len(scores) - 1]
-    tps = np.cumsum(labels)[last_of_tie]
-    fps = last_of_tie + 1 - tps
-    return tps, fps, scores[last_of_tie]
-
-
-def _need_positive(labels: np.ndarray, what: str) -> None:
-    """Raise unless ``labels`` hold at least one positive."""
+def _with_positive(labels: Any, scores: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`check_scores`, raising unless there is at least one positive (scikit-learn only warns)."""
+    labels, scores = check_scores(labels, scores)
     if not labels.any():
         raise ValueError(f"{what} needs at least one defective (label 1) image; all {len(labels)} are normal")
+    return labels, scores
 
 
 def precision_recall_curve(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, thresholds) as scikit-learn returns them: one point per distinct score, thresholds
-    increasing (so recall decreasing), then the end point precision 1, recall 0 with no threshold; precision[i]
-    and recall[i] are those of predicting defective where ``score >= thresholds[i]``."""
-    labels, scores = check_scores(labels, scores)
-    _need_positive(labels, "a precision-recall curve")
-    tps, fps, thresholds = _counts_per_threshold(labels, scores)
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
+    """scikit-learn's (precision, recall, thresholds): one point per distinct score, thresholds increasing, then
+    the end point precision 1, recall 0 with no threshold; precision[i] and recall[i] are those of predicting
+    defective where ``score >= thresholds[i]``."""
+    labels, scores = _with_positive(labels, scores, "a precision-recall curve")
+    return _sklearn().precision_recall_curve(labels, scores)
 
 
 def average_precision(labels: Any, scores: Any) -> float:
     """scikit-learn's ``average_precision_score``: sum over distinct thresholds, in decreasing order, of
     (R_n - R_{n-1}) * P_n; no interpolation."""
-    precision, recall, _ = precision_recall_curve(labels, scores)
-    return float(-np.sum(np.diff(recall) * precision[:-1]))
+    labels, scores = _with_positive(labels, scores, "average precision")
+    return float(_sklearn().average_precision_score(labels, scores))
 
 
 def auroc(labels: Any, scores: Any) -> float:
-    """Area under the ROC curve: the probability that a random defective image outscores a random normal one,
-    ties counting one half (Mann-Whitney U over positives times negatives)."""
+    """scikit-learn's ``roc_auc_score``: the probability that a random defective image outscores a random normal
+    one, ties counting one half."""
     labels, scores = check_scores(labels, scores)
     positives = int(labels.sum())
     negatives = len(labels) - positives
     if positives == 0 or negatives == 0:
         raise ValueError(f"AUROC needs both classes, got {positives} defective and {negatives} normal images")
-    _, tie_group, tie_counts = np.unique(scores, return_inverse=True, return_counts=True)
-    mean_rank = np.cumsum(tie_counts) - (tie_counts - 1) / 2  # 1-based ranks, averaged within ties
-    rank_sum = mean_rank[tie_group][labels == 1].sum()
-    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+    return float(_sklearn().roc_auc_score(labels, scores))
 
 
 def scores_at(labels: Any, scores: Any, threshold: float) -> dict[str, Any]:
     """Precision, recall, F1 and the confusion counts of predicting defective where ``score >= threshold``;
     precision is 0 when nothing is predicted defective, F1 is 0 when precision + recall is 0."""
     labels, scores = check_scores(labels, scores)
-    predicted = scores >= threshold
-    actual = labels == 1
-    tp, fp = int((predicted & actual).sum()), int((predicted & ~actual).sum())
-    fn, tn = int((~predicted & actual).sum()), int((~predicted & ~actual).sum())
+    tn, fp, fn, tp = (int(n) for n in _sklearn().confusion_matrix(labels, scores >= threshold, labels=[0, 1]).ravel())
+    # By hand from the counts: scikit-learn's F1 is 2TP / (2TP + FP + FN), equal to 2PR / (P + R) but not to the
+    # last bit, and the stored results used the latter.
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -117,6 +110,7 @@ def threshold_at_false_alarm_rate(normal_scores: Any, rate: float) -> float:
     """The smallest normal score t such that at most a fraction ``rate`` (0 <= rate < 1) of ``normal_scores`` is
     >= t: an upper quantile, to set a decision threshold from held-out normal images alone. When even the
     highest score would flag too many, the next float above it (nothing flagged)."""
+    # By hand: no numpy quantile method gives "at most rate flagged" when scores tie.
     normal = np.sort(_as_array(normal_scores).astype(np.float64).ravel())
     if len(normal) == 0:
         raise ValueError("no normal scores; pass the scores of held-out normal images")

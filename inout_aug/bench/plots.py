@@ -1,13 +1,12 @@
-"""Benchmark figures drawn with PIL alone (no matplotlib), deterministic: precision-recall curves per method and
-seed, and a sheet of the positives each method trained on."""
+"""Benchmark figures: precision-recall curves per method and seed (matplotlib, PNG), and a sheet of the positives
+each method trained on (torchvision and PIL)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
@@ -16,86 +15,17 @@ from torchvision.transforms.v2 import functional as F
 from torchvision.utils import draw_segmentation_masks
 
 from inout_aug.bench.metrics import average_precision, check_scores, mean_std, precision_recall_curve
-from inout_aug.core.io import write_png
+from inout_aug.core.io import atomic_open, write_png
 from inout_aug.tools.preview import _fit
 
-# One colour per method, cycling (matplotlib's tab10 without its last two).
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-MIN_SIZE = (240, 180)
-# Plot margins in pixels: left, top, right, bottom.
-MARGINS = (56, 36, 20, 44)
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: Pixels per inch of the PR figures: their ``size`` is in pixels.
+DPI = 100
+# Positives sheet: width of the method names, gap between tiles (pixels).
 LABEL_WIDTH = 140
 PAD = 4
-
-Box = tuple[int, int, int, int]
-
-
-def _font() -> PIL.ImageFont.ImageFont | PIL.ImageFont.FreeTypeFont:
-    """PIL's built-in font (no font files needed)."""
-    return PIL.ImageFont.load_default(size=13)
-
-
-def _text_size(draw: PIL.ImageDraw.ImageDraw, text: str) -> tuple[int, int]:
-    """Width and height of ``text`` in the built-in font."""
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=_font())
-    return right - left, bottom - top
-
-
-def _to_pixel(box: Box, x: float, y: float) -> tuple[float, float]:
-    """Data coordinates in [0, 1]² to pixels inside ``box`` (y up)."""
-    left, top, right, bottom = box
-    return left + x * (right - left), bottom - y * (bottom - top)
-
-
-def _draw_axes(image: PIL.Image.Image, box: Box, title: str) -> None:
-    """Frame, grid, ticks at 0, 0.2, ..., 1, the axis labels and the title."""
-    draw = PIL.ImageDraw.Draw(image)
-    left, top, right, bottom = box
-    for tick in TICKS:
-        x, _ = _to_pixel(box, tick, 0)
-        _, y = _to_pixel(box, 0, tick)
-        draw.line([(x, top), (x, bottom)], fill="#e6e6e6")
-        draw.line([(left, y), (right, y)], fill="#e6e6e6")
-        draw.line([(x, bottom), (x, bottom + 4)], fill="black")
-        draw.line([(left - 4, y), (left, y)], fill="black")
-        label = f"{tick:.1f}"
-        width, height = _text_size(draw, label)
-        draw.text((x - width / 2, bottom + 6), label, fill="black", font=_font())
-        draw.text((left - 8 - width, y - height / 2 - 1), label, fill="black", font=_font())
-    draw.rectangle(box, outline="black")
-    width, _ = _text_size(draw, "recall")
-    draw.text(((left + right - width) / 2, bottom + 24), "recall", fill="black", font=_font())
-    width, _ = _text_size(draw, title)
-    draw.text(((image.width - width) / 2, 12), title, fill="black", font=_font())
-    _draw_vertical_text(image, "precision", (8, (top + bottom) // 2))
-
-
-def _draw_vertical_text(image: PIL.Image.Image, text: str, left_middle: tuple[int, int]) -> None:
-    """``text`` rotated to read upwards, its left edge at ``left_middle[0]``, centred on ``left_middle[1]``."""
-    width, height = _text_size(PIL.ImageDraw.Draw(image), text)
-    strip = PIL.Image.new("L", (width + 2, height + 4), 0)
-    PIL.ImageDraw.Draw(strip).text((1, 0), text, fill=255, font=_font())
-    strip = strip.rotate(90, expand=True)
-    image.paste((0, 0, 0), (left_middle[0], left_middle[1] - strip.height // 2), strip)
-
-
-def _dashed_line(draw: PIL.ImageDraw.ImageDraw, start: tuple[float, float], end_x: float, colour: str,
-                 dash: int = 6, gap: int = 4) -> None:
-    """A horizontal dashed line from ``start`` to ``end_x``."""
-    x, y = start
-    while x < end_x:
-        draw.line([(x, y), (min(x + dash, end_x), y)], fill=colour)
-        x += dash + gap
-
-
-def _step_points(precision: np.ndarray, recall: np.ndarray) -> list[tuple[float, float]]:
-    """The curve as a step polyline (recall, precision): each precision holds back to the previous recall, so
-    the area under the steps is the average precision."""
-    points = []
-    for i in range(len(recall) - 1):
-        points += [(recall[i], precision[i]), (recall[i + 1], precision[i])]
-    return points + [(recall[-1], precision[-1])]
 
 
 def _check_curves(curves: dict[str, list[tuple[Any, Any]]]) -> None:
@@ -107,56 +37,62 @@ def _check_curves(curves: dict[str, list[tuple[Any, Any]]]) -> None:
         raise ValueError(f"methods without (labels, scores) pairs: {empty}; give each at least one seed's scores")
 
 
-def _draw_legend(draw: PIL.ImageDraw.ImageDraw, box: Box, entries: list[tuple[str, str]]) -> None:
-    """A boxed legend of (colour, text) entries in the lower left of the plot ``box``."""
-    line_height = max(_text_size(draw, text)[1] for _, text in entries) + 6
-    width = max(_text_size(draw, text)[0] for _, text in entries) + 36
-    left, bottom = box[0] + 8, box[3] - 8
-    top = bottom - line_height * len(entries) - 6
-    draw.rectangle((left, top, left + width, bottom), fill="white", outline="#999999")
-    for row, (colour, text) in enumerate(entries):
-        y = top + 6 + row * line_height + line_height // 2 - 3
-        draw.line([(left + 6, y), (left + 24, y)], fill=colour, width=3)
-        draw.text((left + 30, y - line_height // 2 + 3), text, fill="black", font=_font())
-
-
 def _legend_text(name: str, pairs: list[tuple[Any, Any]]) -> str:
-    """``name  AP mean`` (with ``± std`` over several seeds)."""
+    """``name: AP mean`` (with ``± std over N seeds`` for several seeds)."""
     mean, std = mean_std([average_precision(labels, scores) for labels, scores in pairs])
-    return f"{name}  AP {mean:.3f}" + (f" ± {std:.3f}" if len(pairs) > 1 else "")
+    return f"{name}: AP {mean:.3f}" + (f" ± {std:.3f} over {len(pairs)} seeds" if len(pairs) > 1 else "")
 
 
 def pr_curve_figure(curves: dict[str, list[tuple[Any, Any]]], title: str,
-                    size: tuple[int, int] = (720, 540)) -> torch.Tensor:
-    """A (3, H, W) uint8 figure, ``size`` = (W, H), of precision against recall: one colour per method, one thin
-    step curve per (labels, scores) pair (one per seed), a legend with each method's mean AP and a dashed chance
-    line at the positive fraction of the first pair."""
+                    size: tuple[int, int] = (800, 600)) -> Figure:
+    """A matplotlib figure, ``size`` = (W, H) pixels, of precision against recall: one colour per method, one step
+    curve per (labels, scores) pair (one per seed), a legend with each method's mean AP and a dashed chance line at
+    the positive fraction of the first pair."""
+    try:
+        from matplotlib import colormaps
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("benchmark plots need matplotlib: pip install 'inout-aug[bench]'") from None
     _check_curves(curves)
-    if size[0] < MIN_SIZE[0] or size[1] < MIN_SIZE[1]:
-        raise ValueError(f"figure size {size} is too small; use at least {MIN_SIZE} (width, height)")
-    image = PIL.Image.new("RGB", size, "white")
-    box = (MARGINS[0], MARGINS[1], size[0] - MARGINS[2], size[1] - MARGINS[3])
-    _draw_axes(image, box, title)
-    draw = PIL.ImageDraw.Draw(image)
-    labels, _ = check_scores(*next(iter(curves.values()))[0])
-    _dashed_line(draw, _to_pixel(box, 0, labels.mean()), box[2], "#666666")
-    entries = []
+    figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    chance = check_scores(*next(iter(curves.values()))[0])[0].mean()  # the positive fraction
+    axes.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance: AP {chance:.3f}")
+    palette = colormaps["tab10"].colors
     for index, (name, pairs) in enumerate(curves.items()):
-        colour = PALETTE[index % len(PALETTE)]
-        for labels, scores in pairs:
+        for seed, (labels, scores) in enumerate(pairs):
             precision, recall, _ = precision_recall_curve(labels, scores)
-            draw.line([_to_pixel(box, r, p) for r, p in _step_points(precision, recall)], fill=colour, width=1)
-        entries.append((colour, _legend_text(name, pairs)))
-    _draw_legend(draw, box, entries)
-    return F.pil_to_tensor(image)
+            # Each precision holds back to the previous recall: the area under the steps is the AP.
+            axes.plot(recall, precision, drawstyle="steps-post", color=palette[index % len(palette)], linewidth=1.5,
+                      alpha=0.8, label=_legend_text(name, pairs) if seed == 0 else "_nolegend_")
+    axes.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.02), xlabel="recall", ylabel="precision", title=title)
+    axes.grid(alpha=0.3)
+    figure.legend(loc="outside lower center", ncols=2)  # below the axes: it hides no curve
+    return figure
 
 
 def write_pr_curves(curves: dict[str, list[tuple[Any, Any]]], title: str, path: str | os.PathLike,
                     **kwargs: Any) -> Path:
-    """Write :func:`pr_curve_figure` as a PNG (atomically) and return its path."""
+    """Write :func:`pr_curve_figure` as a PNG (atomically, no version stamp) and return its path."""
     path = Path(path)
-    write_png(pr_curve_figure(curves, title, **kwargs), path)
+    with atomic_open(path) as handle:
+        pr_curve_figure(curves, title, **kwargs).savefig(handle, format="png", dpi=DPI, metadata={"Software": None})
     return path
+
+
+# The positives sheet stays torchvision and PIL drawing: tiles pixel for pixel with the masks' outlines, which a
+# matplotlib image would resample.
+
+
+def _font() -> PIL.ImageFont.ImageFont | PIL.ImageFont.FreeTypeFont:
+    """PIL's built-in font (no font files needed)."""
+    return PIL.ImageFont.load_default(size=13)
+
+
+def _text_size(draw: PIL.ImageDraw.ImageDraw, text: str) -> tuple[int, int]:
+    """Width and height of ``text`` in the built-in font."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=_font())
+    return right - left, bottom - top
 
 
 def _shorten(draw: PIL.ImageDraw.ImageDraw, text: str, width: int) -> str:

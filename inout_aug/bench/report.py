@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,15 @@ from inout_aug.bench import metrics
 from inout_aug.bench.config import BASELINE
 from inout_aug.bench.plots import write_positives, write_pr_curves
 from inout_aug.bench.runner import Benchmark, Run, setting_name
-from inout_aug.data.loading import augment_batch, collate
 from inout_aug.core.io import write_text
+from inout_aug.data.loading import augment_batch, collate
 
 MEASURES = ("ap", "auroc", "precision", "recall", "f1")
 SETTING_TITLES = {"zero": "zero-shot", "few": "few-shot", "full": "full-shot"}
 #: Positives shown per method in the positives figure.
 SHOWN = 8
+#: How summary.md describes a run's source tree, by the ``dirty`` of its record (None: recorded before dirty was).
+TREE = {True: "**dirty**: uncommitted changes", False: "clean", None: "clean or dirty: not recorded"}
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -112,6 +115,14 @@ def write_report(bench: Benchmark, results: list[dict[str, Any]], command: str |
     return written
 
 
+def provenance(results: list[dict[str, Any]]) -> str:
+    """The commits the runs came from, each with its number of runs, flagged where the tree was dirty."""
+    counts = Counter((r.get("commit"), r.get("dirty")) for r in results)
+    parts = [("no git checkout" if commit is None else f"commit {commit} ({TREE[dirty]})") +
+             f": {count} run{'s' if count > 1 else ''}" for (commit, dirty), count in counts.items()]
+    return "; ".join(parts) or "no runs"
+
+
 def _header(bench: Benchmark, results: list[dict[str, Any]], command: str | None) -> str:
     config, data = bench.config, bench.data.record()
     first = results[0] if results else {}
@@ -127,8 +138,9 @@ def _header(bench: Benchmark, results: list[dict[str, Any]], command: str | None
         f"{data['test']['defects'] / data['test']['images']:.3f}.",
         f"Threshold for precision/recall/F1: the score exceeded by {config.false_alarm_rate:.0%} of the validation "
         "normals (no test data, no positives). AP and AUROC need no threshold. Mean ± std over seeds.",
-        f"Versions: {', '.join(f'{k} {v}' for k, v in first.get('versions', {}).items())}; commit "
-        f"{first.get('commit')}; the runs took {sum(r['seconds'] for r in results) / 60:.1f} min in all (a diffusion "
-        "run's time includes training its ddpm and sampling its bank).", "",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in first.get('versions', {}).items())}; the runs took "
+        f"{sum(r['seconds'] for r in results) / 60:.1f} min in all (a diffusion run's time includes training its ddpm "
+        "and sampling its bank).",
+        f"Source: {provenance(results)}.", "",
     ]
     return "\n".join(lines)

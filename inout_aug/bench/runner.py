@@ -8,22 +8,23 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.bench import metrics
 from inout_aug.bench.classifier import create_classifier, predict, train_classifier
 from inout_aug.bench.config import BASELINE, BenchConfig
 from inout_aug.bench.data import BenchData, open_bench_data
-from inout_aug.data.layouts import read_mask
-from inout_aug.data.training import TrainingSet, choose_defects
+from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.core.io import write_png, write_text
 from inout_aug.core.registry import create, list_augmenters
+from inout_aug.data.layouts import read_mask
+from inout_aug.data.training import TrainingSet, choose_defects
 
 #: Methods whose positives come from the diffusion augmenter.
 DIFFUSION_METHODS = ("diffusion", "inout")
@@ -34,7 +35,9 @@ NO_SD_WEIGHTS = (
 )
 #: Settings that choose which runs there are, not what a run does.
 PLAN_FIELDS = ("methods", "settings", "seeds", "in_ratios")
-VERSIONED = ("inout-aug", "torch", "torchvision", "timm", "numpy", "diffusers")
+VERSIONED = ("inout-aug", "torch", "torchvision", "timm", "numpy", "diffusers", "scikit-learn")
+#: A file of the inout-aug source: the git checkout tracking it is the one whose commit a run records.
+SOURCE = Path(__file__).resolve()
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class Benchmark:
             label = f"[{i + 1}/{len(self.runs)}] {run.name(self.config.shots)}"
             if result is None:
                 self.log(f"{label}: training")
-                result = self.execute(run, lambda text: self.log(f"{label}: {text}"))
+                result = self.execute(run, lambda text, label=label: self.log(f"{label}: {text}"))
                 write_text(json.dumps(result) + "\n", self.result_path(run))
             else:
                 self.log(f"{label}: done before, AP {result['metrics']['ap']:.3f}")
@@ -175,7 +178,7 @@ class Benchmark:
             "history": history, "seconds": time.perf_counter() - start,
             "augmenter": None if augmenter is None else repr(augmenter),
             "config": self.config.to_dict(), "data": self.data.record(), "training_set": dataset.record(),
-            "versions": versions(), "commit": git_commit(),
+            "versions": versions(), **git_state(self.out),
             "scores": {"test_labels": labels.tolist(), "test": scores.tolist(), "validation": val_scores.tolist()},
         }
         log(f"AP {result['metrics']['ap']:.3f}, AUROC {result['metrics']['auroc']:.3f}, "
@@ -254,13 +257,19 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def git_commit() -> str | None:
-    """The git commit of the inout-aug source tree ("+dirty" with uncommitted changes), None outside git."""
-    here = Path(__file__).resolve().parent
+def git_state(out: str | Path | None = None, source: Path = SOURCE) -> dict[str, Any]:
+    """The commit of the git checkout that tracks ``source`` and whether its tree is dirty (changed or untracked
+    files, those under ``out``, a benchmark's own output, aside); both None when no checkout tracks ``source`` (an
+    installed package, git missing)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=source.parent, capture_output=True, text=True, check=True).stdout
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, check=True)
+        top, commit = git("rev-parse", "--show-toplevel", "HEAD").splitlines()
+        git("ls-files", "--error-unmatch", "--", source.name)
+        where = None if out is None else Path(out).resolve()
+        aside = [f":(top,exclude){where.relative_to(top).as_posix()}"] if where and where.is_relative_to(top) else []
+        status = git("status", "--porcelain", "--", ":(top)", *aside)
     except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": bool(status.strip())}

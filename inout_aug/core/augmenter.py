@@ -150,18 +150,20 @@ class Augmenter(Transform):
                 out[key] = value
         return out
 
-    # -- pickling: torch.Generator does not pickle reliably (pytorch#146828), its state does ----------------
+    # -- pickling: torch.Generator does not pickle reliably (pytorch#146828), its state as bytes does -----------
+    # Bytes, not the state tensor: DataLoader workers under spawn/forkserver receive tensors through shared-memory
+    # file descriptors, and a tensor made during pickling is freed before the worker opens it.
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()  # nn.Module's: a copy of __dict__
         generator = state.pop("generator")
-        state["_generator_state"] = (str(generator.device), generator.get_state())
+        state["_generator_state"] = (str(generator.device), generator.get_state().numpy().tobytes())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
         device, generator_state = state.pop("_generator_state")
         state["generator"] = torch.Generator(device=device)
-        state["generator"].set_state(generator_state)
+        state["generator"].set_state(torch.frombuffer(bytearray(generator_state), dtype=torch.uint8))
         super().__setstate__(state)
 
     # -- machinery ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
+from inout_aug.testing import check_augmenter
 from inout_aug_cutpaste import CutPasteScar
 
 SIZES = [(8, 8), (9, 13), (40, 64), (64, 40), (256, 256)]
@@ -144,6 +145,11 @@ def test_rectangle_too_large_is_shrunk_to_fit() -> None:
 def test_invalid_params_raise(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=rf"^{name} "):
         CutPasteScar(**kwargs)
+
+
+def test_keeps_the_augmenter_contract() -> None:
+    report = check_augmenter(CutPasteScar)
+    assert report.augmenter == "CutPasteScar" and "workers" in report.checks
 
 
 def test_docstring_and_name() -> None:
