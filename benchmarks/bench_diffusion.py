@@ -23,15 +23,15 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torchvision.transforms.v2 import functional as F
 
 import inout_aug
-from inout_aug.data.masks import bounding_box
 from inout_aug.core.sample import as_bytes, as_float
+from inout_aug.data.masks import bounding_box
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,8 +49,8 @@ def speed_rows(repeats: int) -> list[dict]:
     from diffusers import DDPMScheduler
 
     from inout_aug.models import sd
-from inout_aug.testing import tiny_sd as tiny
     from inout_aug.models.ddpm import DDPMConfig, DDPMDefectModel, _build_unet
+    from inout_aug.testing import tiny_sd as tiny
 
     n = 4
     ours = sd.load_pipeline(tiny.save_tiny_checkpoint(Path("/tmp/inout-bench-sd")))
@@ -90,13 +90,13 @@ from inout_aug.testing import tiny_sd as tiny
 
 
 def quality_rows(data: Path, model_path: Path, defect_type: str, limit: int, seed: int) -> list[dict]:
+    from inout_aug.augmenters.memseg import MemSegRegion
     from inout_aug.bench.backbones import create_backbone
     from inout_aug.bench.features import image_features, kid
+    from inout_aug.core.io import read_image
     from inout_aug.data import open_dataset
     from inout_aug.data.layouts import read_mask
     from inout_aug.models.ddpm import DDPMDefectModel
-    from inout_aug.core.io import read_image
-    from inout_aug.augmenters.memseg import MemSegRegion
 
     test = open_dataset(data, split="test")
     real = [r for r in test.defects() if r.defect_type == defect_type][:limit]

@@ -16,8 +16,8 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -34,7 +34,7 @@ def images_per_second(steps: dict[str, Callable[[], object]], batch: int, second
     """Median images/s of each step, timed in interleaved rounds so that drifts of the machine hit all alike."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for name, step in steps.items():  # warm-up: caches, allocator, lazy initialisation
+    for step in steps.values():  # warm-up: caches, allocator, lazy initialisation
         for _ in range(3):
             step()
     sync()

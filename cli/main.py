@@ -10,17 +10,18 @@ import shlex
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 import inout_aug
 from inout_aug.core import registry
-from inout_aug.data.layouts import LAYOUTS, format_summary, open_dataset
-from inout_aug.tools.generate import GenerationError, GenerationJob
 from inout_aug.core.io import write_png
 from inout_aug.core.settings import SettingsError, parse_pairs
+from inout_aug.data.layouts import LAYOUTS, format_summary, open_dataset
+from inout_aug.tools.generate import GenerationError, GenerationJob
 from inout_aug.tools.preview import preview_folder
 from inout_aug.tools.surfaces import make_surfaces
 

@@ -6,11 +6,11 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from helpers import SquareDefect, gradient_image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from helpers import SquareDefect, gradient_image
 from inout_aug import Outcome, create
 from inout_aug.core.augmenter import Made
 

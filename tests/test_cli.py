@@ -13,12 +13,12 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import TOY_MODULE, gradient_image, kill_after, make_distribution
 
 import inout_aug
+from helpers import TOY_MODULE, gradient_image, kill_after, make_distribution
 from inout_aug.core import registry
-from inout_aug.tools.generate import GenerationJob
 from inout_aug.core.io import read_image, write_png
+from inout_aug.tools.generate import GenerationJob
 from inout_aug.tools.surfaces import make_surfaces
 from inout_aug_cli.main import cli
 
@@ -72,7 +72,7 @@ def test_errors_raised_on_purpose_are_one_line_and_bugs_show_a_traceback(monkeyp
 
     def unpack_bug(pattern):
         name, source = ["only one"]  # a ValueError that no raise statement meant for the user
-        return []
+        return [name, source]
 
     monkeypatch.setattr(registry, "entries", unpack_bug)
     bug = CliRunner().invoke(cli, ["list"])

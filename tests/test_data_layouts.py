@@ -13,6 +13,7 @@ from torch.utils.data import default_collate
 from torchvision import tv_tensors
 
 from helpers import SquareDefect
+from inout_aug.core.io import ImageReadError
 from inout_aug.data import (
     LAYOUTS,
     FolderLayout,
@@ -27,7 +28,6 @@ from inout_aug.data import (
     stratified_split,
 )
 from inout_aug.data.layouts import read_mask
-from inout_aug.core.io import ImageReadError
 
 W, H = 8, 6
 

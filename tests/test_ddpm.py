@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("diffusers")
 
+from inout_aug.core.settings import SettingsError  # noqa: E402
 from inout_aug.models.ddpm import (  # noqa: E402
     ZERO_SHOT_ERROR,
     DDPMConfig,
@@ -16,7 +17,6 @@ from inout_aug.models.ddpm import (  # noqa: E402
     _defect_patch,
     train_ddpm,
 )
-from inout_aug.core.settings import SettingsError  # noqa: E402
 
 
 def _surface(seed: int, c: int = 1, h: int = 32, w: int = 32) -> torch.Tensor:

@@ -6,15 +6,15 @@ import json
 
 import pytest
 import torch
-from helpers import gradient_image
 from torchvision import tv_tensors
 
+from helpers import gradient_image
 from inout_aug import create
+from inout_aug.augmenters.diffusion import DiffusionDefect
+from inout_aug.core.io import write_png
 from inout_aug.data.bank import Bank
 from inout_aug.data.masks import RealMasks
-from inout_aug.augmenters.diffusion import DiffusionDefect
 from inout_aug.tools.generate import GenerationJob
-from inout_aug.core.io import write_png
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import gradient_image, kill_after
 from torchvision import tv_tensors
 
+from helpers import gradient_image, kill_after
 from inout_aug.augmenters.diffusion import DiffusionDefect
 from inout_aug.core.io import read_image, write_png
 from inout_aug_cli.main import cli

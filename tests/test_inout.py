@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import SquareDefect, gradient_image
 from inout_aug import create, list_augmenters
 from inout_aug.augmenters.inout import InOutMix
 from inout_aug.augmenters.memseg import MemSegRegion
-
-from helpers import SquareDefect, gradient_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "cutpaste"))
 from inout_aug_cutpaste.scar import CutPasteScar  # noqa: E402  (the example plugin, from its source tree)
@@ -94,8 +93,8 @@ def test_a_missing_side_says_what_to_do():
 
 def test_registered_and_in_a_compose_with_masks_and_labels():
     assert "inout" in list_augmenters()
-    from torchvision.transforms import v2
     from torchvision import tv_tensors
+    from torchvision.transforms import v2
 
     pipeline = v2.Compose([mixer(), v2.RandomHorizontalFlip(p=1.0)])
     image = tv_tensors.Image(gradient_image(3, 32, 40))

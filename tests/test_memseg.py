@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -12,7 +11,6 @@ from inout_aug import create
 from inout_aug.augmenters.memseg.region import MemSegRegion, otsu_level
 from inout_aug.augmenters.memseg.sources import AnomalySource
 from inout_aug.augmenters.memseg.structural import StructuralSource
-
 
 
 def photo(n: int = 8, c: int = 3, h: int = 64, w: int = 48, dtype: torch.dtype = torch.uint8) -> torch.Tensor:

@@ -16,8 +16,8 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from helpers import gradient_image
 
+from helpers import gradient_image
 from inout_aug.core.io import write_png
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "cutpaste"

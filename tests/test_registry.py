@@ -6,9 +6,9 @@ import sys
 import warnings
 
 import pytest
-from helpers import TOY_MODULE, SquareDefect, make_distribution
 
 import inout_aug
+from helpers import TOY_MODULE, SquareDefect, make_distribution
 from inout_aug.core import registry
 from inout_aug.core.registry import PluginWarning
 

@@ -15,9 +15,9 @@ pytest.importorskip("peft")
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
+from inout_aug.core.io import write_png  # noqa: E402
 from inout_aug.models import sd
 from inout_aug.testing import tiny_sd as tiny  # noqa: E402
-from inout_aug.core.io import write_png  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),  # diffusers + numpy 2

@@ -10,8 +10,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from inout_aug.data import TrainingSet, augment_batch, collate, make_loader, open_dataset
 from inout_aug.augmenters.memseg import MemSegRegion
+from inout_aug.data import TrainingSet, augment_batch, collate, make_loader, open_dataset
 
 
 @pytest.fixture

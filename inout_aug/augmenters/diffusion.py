@@ -9,12 +9,12 @@ from typing import Any
 import torch
 from torchvision.transforms.v2 import functional as F
 
+from inout_aug.augmenters.memseg.noise import perlin_masks
 from inout_aug.core.augmenter import Augmenter, Made, Outcome, mix_seed
+from inout_aug.core.io import digest
+from inout_aug.core.sample import as_bytes, as_float, match_channels
 from inout_aug.data.bank import Bank
 from inout_aug.data.masks import RealMasks
-from inout_aug.core.io import digest
-from inout_aug.augmenters.memseg.noise import perlin_masks
-from inout_aug.core.sample import as_bytes, as_float, match_channels
 
 BACKENDS = ("ddpm", "sd")
 MODES = ("inpaint", "txt2img")
@@ -84,7 +84,8 @@ class DiffusionDefect(Augmenter):
         settings = {"backend": backend, "mode": mode, "masks": masks, "mask_type": mask_type, "prompt": prompt,
                     "negative_prompt": negative_prompt, "lora": lora, "lora_scale": lora_scale, "steps": steps,
                     "guidance": guidance, "scheduler": scheduler, "device": device, "fit": fit}
-        meaningless = sorted(key for key in (_LIVE_ONLY if bank is not None else _BANK_ONLY) if settings[key] is not None)
+        meaningless = sorted(key for key in (_LIVE_ONLY if bank is not None else _BANK_ONLY)
+                             if settings[key] is not None)
         if meaningless:
             which = "bank=" if bank is not None else "model="
             raise ValueError(f"DiffusionDefect: {', '.join(meaningless)} mean(s) nothing with {which}; "

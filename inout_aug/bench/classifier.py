@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,12 +12,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as F
 
-from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.bench.backbones import create_backbone
 from inout_aug.bench.config import REQUIRED, BenchConfig
 from inout_aug.bench.features import IMAGENET_MEAN, IMAGENET_STD
-from inout_aug.data.loading import augment_batch, collate, make_loader
+from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.core.sample import as_float, match_channels
+from inout_aug.data.loading import augment_batch, collate, make_loader
 
 
 def create_classifier(config: BenchConfig, seed: int) -> nn.Module:

@@ -14,9 +14,10 @@ import fnmatch
 import inspect
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from inout_aug.core.augmenter import Augmenter
 

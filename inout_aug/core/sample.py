@@ -9,8 +9,9 @@ float in [0, 1]. Masks are binary tensors, HxW or 1xHxW (BxHxW or Bx1xHxW for a 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -23,7 +24,8 @@ _FLOAT_RANGE_SLACK = 0.01
 
 
 #: Spatial annotations other than the defect mask: they describe the image's pixels.
-_SPATIAL = tuple(getattr(tv_tensors, name) for name in ("BoundingBoxes", "KeyPoints", "Mask") if hasattr(tv_tensors, name))
+_SPATIAL = tuple(getattr(tv_tensors, name) for name in ("BoundingBoxes", "KeyPoints", "Mask")
+                 if hasattr(tv_tensors, name))
 
 
 @dataclass

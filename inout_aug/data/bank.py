@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from inout_aug.data.manifest import read_manifest
 from inout_aug.core.io import read_image
+from inout_aug.data.manifest import read_manifest
 
 
 class Bank:

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset, read_mask
 from inout_aug.core.io import list_images, read_image
+from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset, read_mask
 
 
 class RealMasks:

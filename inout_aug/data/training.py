@@ -5,16 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
 from inout_aug.core.augmenter import Augmenter, mix_seed
-from inout_aug.data.layouts import Layout, Record
 from inout_aug.core.io import write_text
+from inout_aug.data.layouts import Layout, Record
 
 SETTINGS = ("zero", "few", "full")
 #: How a real defect is used: as it is, and (with ``flip_real``) flipped horizontally and vertically.

@@ -17,20 +17,20 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from torchvision.transforms.v2 import functional as F
 
-from inout_aug.data.masks import bounding_box
 from inout_aug.core.io import write_text
 from inout_aug.core.sample import match_channels
 from inout_aug.core.settings import settings_from_dict, settings_from_preset
+from inout_aug.data.masks import bounding_box
 
 #: Class labels of the UNet: normal surface, defect, and the null class of classifier-free guidance.
 NORMAL, DEFECT, NULL = 0, 1, 2
@@ -208,10 +208,10 @@ class DDPMDefectModel:
         c = self.config.channels
         p = self.config.patch_size
         boxes = [_window(masks[i], self.config) for i in rows]
-        known = torch.stack([_patch(match_channels(images[i, :, t:t + h, l:l + w].float(), c), p)
-                             for i, (t, l, h, w) in zip(rows, boxes)])
-        holes = torch.stack([_patch(masks[i, t:t + h, l:l + w][None].float(), p) > 0
-                             for i, (t, l, h, w) in zip(rows, boxes)])
+        known = torch.stack([_patch(match_channels(images[i, :, t:t + h, x:x + w].float(), c), p)
+                             for i, (t, x, h, w) in zip(rows, boxes)])
+        holes = torch.stack([_patch(masks[i, t:t + h, x:x + w][None].float(), p) > 0
+                             for i, (t, x, h, w) in zip(rows, boxes)])
         scale = self.config.guidance_scale if guidance is None else float(guidance)
         if not isinstance(generator, torch.Generator):
             if len(generator) != len(images):
@@ -219,10 +219,10 @@ class DDPMDefectModel:
             generator = [generator[i] for i in rows]
         made = self._sample(known * 2 - 1, holes, generator, steps, scale, scheduler, resample)
         made = (made + 1) / 2
-        for k, (i, (t, l, h, w)) in enumerate(zip(rows, boxes)):
+        for k, (i, (t, x, h, w)) in enumerate(zip(rows, boxes)):
             back = match_channels(F.resize(made[k:k + 1], [h, w], antialias=True)[0], images.shape[1])
-            region = out[i, :, t:t + h, l:l + w]
-            hole = masks[i, t:t + h, l:l + w].expand_as(region)
+            region = out[i, :, t:t + h, x:x + w]
+            hole = masks[i, t:t + h, x:x + w].expand_as(region)
             region[hole] = back.clamp(0, 1).to(images.dtype)[hole]
         return out
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from inout_aug.core.io import digest, read_image, write_text
 from inout_aug.data.layouts import Record, open_dataset, read_mask
 from inout_aug.data.training import choose_defects
-from inout_aug.core.io import digest, read_image, write_text
 
 #: What a fine-tuning run records beside its model.
 RECORD = "training_data.json"

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 try:
     import fcntl
@@ -22,10 +23,10 @@ except ImportError:  # no flock on this platform: runs are not locked
 import torch
 
 from inout_aug.core.augmenter import Augmented, mix_seed
-from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset
-from inout_aug.data.manifest import MANIFEST, manifest_name, read_manifest
 from inout_aug.core.io import list_images, read_image, write_png, write_text
 from inout_aug.core.registry import create, parameters
+from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset
+from inout_aug.data.manifest import manifest_name, read_manifest
 
 RUN_FILE = "run.json"
 MAX_TRIES = 8

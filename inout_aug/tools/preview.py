@@ -9,9 +9,9 @@ import torch
 from torchvision.transforms.v2 import functional as F
 from torchvision.utils import draw_segmentation_masks, make_grid
 
-from inout_aug.data.manifest import read_manifest
 from inout_aug.core.io import list_images, read_image, write_png
 from inout_aug.core.sample import match_channels
+from inout_aug.data.manifest import read_manifest
 
 
 def _fit(image: torch.Tensor, tile: int) -> torch.Tensor:

@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from inout_aug.core.augmenter import Augmenter, check_probability
 from inout_aug.augmenters.memseg.noise import perlin_masks
-from inout_aug.core.sample import as_bytes, as_float, grey
 from inout_aug.augmenters.memseg.sources import AnomalySource, ProceduralTexture, TextureFolder, uniform
 from inout_aug.augmenters.memseg.structural import StructuralSource
+from inout_aug.core.augmenter import Augmenter, check_probability
+from inout_aug.core.sample import as_bytes, as_float, grey
 
 
 class MemSegRegion(Augmenter):

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from inout_aug.core.io import IMAGE_SUFFIXES, list_images, read_image
 from inout_aug.augmenters.memseg.noise import perlin_noise, random_gradients
+from inout_aug.core.io import IMAGE_SUFFIXES, list_images, read_image
 from inout_aug.core.sample import match_channels
 
 

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import torch
 
 from inout_aug.augmenters.memseg.noise import rotated_view
-from inout_aug.core.sample import LUMA, as_bytes
 from inout_aug.augmenters.memseg.sources import AnomalySource, randint, uniform
+from inout_aug.core.sample import LUMA, as_bytes
 
 
 class StructuralSource(AnomalySource):
