@@ -91,8 +91,15 @@ def resized(folder, **kwargs):
     return TrainingSet(folder, "zero", augmenter=MemSegRegion(seed=0), transform=v2.Resize((16, 16)), **kwargs)
 
 
-def epoch(dataset, seed, number, workers=2):
-    return list(make_loader(dataset, batch_size=4, seed=seed, epoch=number, num_workers=workers))
+def epoch(dataset, seed, number, workers=2, **kwargs):
+    return list(make_loader(dataset, batch_size=4, seed=seed, epoch=number, num_workers=workers, **kwargs))
+
+
+def test_a_forkserver_epoch_equals_the_fork_epoch(folder):
+    fork = epoch(resized(folder), 7, 0, multiprocessing_context="fork")
+    forkserver = epoch(resized(folder), 7, 0, multiprocessing_context="forkserver")
+    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"]) and a["path"] == b["path"]
+               for a, b in zip(fork, forkserver))
 
 
 def test_multi_worker_epochs_are_reproducible_and_workers_do_not_repeat(folder):
