@@ -18,6 +18,7 @@ _LAZY = {
     "InOutMix": "inout_aug.augmenters.inout",
     "MemSegRegion": "inout_aug.augmenters.memseg",
     "DiffusionDefect": "inout_aug.augmenters.diffusion",
+    "Transplant": "inout_aug.augmenters.transplant",
 }
 
 __all__ = ["Augmented", "Augmenter", "Outcome", "create", "get", "list_augmenters", "register", "__version__",

@@ -32,3 +32,17 @@ def test_dependencies_are_version_ranges():
     for requirement in PROJECT["project"]["dependencies"]:
         assert re.search(r">=|~=", requirement) and "==" not in requirement, requirement
 
+
+
+def test_import_inout_aug_loads_only_the_core_and_the_classes_on_first_use(tmp_path):
+    probe = (
+        "import sys, inout_aug\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('inout_aug.', 'kornia', 'diffusers', 'sklearn')))\n"
+        "print(loaded)\n"
+        "from inout_aug import DiffusionDefect, InOutMix, MemSegRegion, Transplant\n"
+        "print([c.name for c in (DiffusionDefect, InOutMix, MemSegRegion, Transplant)])\n"
+    )
+    found = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    loaded, names = found.stdout.splitlines()
+    assert loaded == "['inout_aug.core', 'inout_aug.core.augmenter', 'inout_aug.core.registry', 'inout_aug.core.sample']"
+    assert names == "['diffusion', 'inout', 'memseg', 'transplant']"
