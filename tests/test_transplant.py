@@ -239,7 +239,7 @@ def test_by_name_as_in_out_mix_s_in_side(defects):
 
 
 def test_keeps_the_augmenter_contract(defects):
-    report = check_augmenter(partial(Transplant, defects=defects), start_methods=("fork",))  # all three: 10 s, pass
+    report = check_augmenter(partial(Transplant, defects=defects))
     assert report.outcomes == {Outcome.UNTOUCHED, Outcome.DEFECT}
 
 
