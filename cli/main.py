@@ -253,35 +253,45 @@ def _csv(text: str | None, kind: Callable[[str], Any] = str) -> tuple | None:
 @click.option("--in-ratio-sweep", is_flag=True, help="Add InOutMix at in_ratio 0, 0.25, 0.5, 0.75 and 1.")
 @click.option("--layout", type=click.Choice(["auto", *LAYOUTS]), default=None, help="Dataset layout [default: auto].")
 @click.option("--data-option", "-d", "data_pairs", multiple=True, metavar="KEY=VALUE", help="Dataset layout option.")
+@click.option("--folds", type=click.Choice(["one", "all"]), default=None,
+              help="all: every fold of a layout split by folds (ksdd) as the test fold in turn, results pooled; "
+                   "one: the fold of -d fold=K [default: one].")
 @click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, repeatable (e.g. --set epochs=10 --set image_size=(160,160)).")
 @_one_line_errors
 def bench(config: Path | None, data: Path, out: Path, preset: str | None, model: str | None, weights: str | None,
           methods: str | None, settings: str | None, shots: int | None, seeds: str | None, in_ratio_sweep: bool,
-          layout: str | None, data_pairs: tuple[str, ...], set_pairs: tuple[str, ...]) -> None:
+          layout: str | None, data_pairs: tuple[str, ...], folds: str | None, set_pairs: tuple[str, ...]) -> None:
     """Train a defect classifier per method x setting x seed and report AP, AUROC, precision, recall and F1.
 
     CONFIG is a JSON file of settings (see benchmarks/configs/); options override it. Writes runs/*.json,
-    summary.md, summary.json, pr-SETTING.png and positives-SETTING.png to --out.
+    summary.md, summary.json, pr-SETTING.png and positives-SETTING.png to --out; with --folds all, each fold's
+    to --out/foldK and the pooled summary to --out.
     """
     from inout_aug.bench.config import BenchConfig, load_config
-    from inout_aug.bench.report import write_report
-    from inout_aug.bench.runner import Benchmark
+    from inout_aug.bench.report import write_fold_report, write_report
+    from inout_aug.bench.runner import fold_benchmarks
 
     if config is not None and preset is not None:
         raise click.UsageError("give a CONFIG file or --preset, not both (a config file names its preset)")
     given = {"model": model, "weights": weights, "methods": _csv(methods), "settings": _csv(settings),
              "shots": shots, "seeds": _csv(seeds, int), "layout": None if layout == "auto" else layout,
-             "in_ratios": (0.0, 0.25, 0.5, 0.75, 1.0) if in_ratio_sweep else None}
+             "in_ratios": (0.0, 0.25, 0.5, 0.75, 1.0) if in_ratio_sweep else None,
+             "all_folds": None if folds is None else folds == "all"}
     overrides = {k: v for k, v in given.items() if v is not None}
     if data_pairs:
         overrides["data_options"] = parse_params(data_pairs, "--data-option")
     overrides.update(parse_params(set_pairs, "--set"))
     bench_config = load_config(config, **overrides) if config else BenchConfig.preset(preset or "cpu", **overrides)
-    runner = Benchmark(bench_config, data, out, log=lambda text: click.echo(text, err=True))
-    click.echo(f"{len(runner.runs)} runs ({len(runner.skipped)} method/setting pairs cannot run) -> {out}", err=True)
-    results = runner.run_all()
-    written = write_report(runner, results, "inout-aug " + shlex.join(sys.argv[1:]))
+    benches = fold_benchmarks(bench_config, data, out, log=lambda text: click.echo(text, err=True))
+    where = f" in each of {len(benches)} folds" if bench_config.all_folds else ""
+    click.echo(f"{len(benches[0].runs)} runs{where} ({len(benches[0].skipped)} method/setting pairs not run) -> {out}",
+               err=True)
+    results = [runner.run_all() for runner in benches]
+    command = "inout-aug " + shlex.join(sys.argv[1:])
+    written = [path for runner, done in zip(benches, results) for path in write_report(runner, done, command)]
+    if bench_config.all_folds:
+        written += write_fold_report(bench_config, benches, results, out, command)
     click.echo((out / "summary.md").read_text(encoding="utf-8"))
     click.echo("wrote " + ", ".join(str(p) for p in written))
 

@@ -17,10 +17,12 @@ from inout_aug.bench.classifier import create_classifier, frozen_parts, model_in
 from inout_aug.bench.config import BenchConfig, load_config
 from inout_aug.bench.data import open_bench_data
 from inout_aug.bench.features import IMAGENET_MEAN, IMAGENET_STD
-from inout_aug.bench.report import markdown, provenance, summarize
-from inout_aug.bench.runner import NO_POSITIVES, NO_SD_WEIGHTS, Run, git_state, plan
+from inout_aug.bench.metrics import average_precision
+from inout_aug.bench.report import gap_share, markdown, paired_difference, provenance, summarize
+from inout_aug.bench.runner import NO_POSITIVES, NO_SD_WEIGHTS, NOT_FULL, Benchmark, Run, git_state, plan
 from inout_aug.core.io import write_png
 from inout_aug.core.settings import SettingsError
+from inout_aug.data.layouts import KolektorSDD
 from inout_aug_cli.main import cli
 
 
@@ -45,8 +47,9 @@ def folder_data(tmp_path_factory) -> Path:
 
 def test_presets_and_config_errors(tmp_path):
     cpu = BenchConfig.preset("cpu")
-    assert cpu.model == "efficientnet_lite0" and cpu.weights == "package" and cpu.seeds == (0, 1, 2)
-    assert cpu.methods == ("none", "memseg", "diffusion", "inout") and cpu.settings == ("zero", "few")
+    assert cpu.model == "efficientnet_lite0" and cpu.weights == "package" and cpu.seeds == (0, 1, 2, 3, 4)
+    assert cpu.methods == ("none", "memseg", "diffusion", "inout") and cpu.settings == ("zero", "few", "full")
+    assert cpu.full_methods == ("none",) and not cpu.all_folds
     paper = BenchConfig.preset("paper")
     assert (paper.model, paper.image_size, paper.epochs, paper.batch_size, paper.learning_rate) == \
         ("resnet50", (704, 256), 30, 32, 1e-4)
@@ -56,6 +59,10 @@ def test_presets_and_config_errors(tmp_path):
         BenchConfig.preset("cpu", epoch=3)
     with pytest.raises(ValueError, match="settings must be among"):
         BenchConfig.preset("cpu", settings=("some",))
+    with pytest.raises(ValueError, match="all_folds runs every fold as the test fold in turn"):
+        BenchConfig.preset("cpu", all_folds=True, data_options={"fold": 1})
+    with pytest.raises(ValueError, match="all_folds must be True or False"):
+        BenchConfig.preset("cpu", all_folds="false")
     with pytest.raises(FileNotFoundError, match="benchmark config .*nope.json not found"):
         load_config(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{preset: cpu}")
@@ -75,13 +82,23 @@ def test_paper_preset_asks_for_its_weights_file(tmp_path):
 
 def test_plan_runs_every_combination_and_says_why_some_cannot_run():
     runs, skipped = plan(BenchConfig.preset("cpu"))
+    not_full = NOT_FULL.format("none")
     assert skipped == {("none", "zero"): NO_POSITIVES, ("diffusion", "zero"): NO_SD_WEIGHTS,
-                       ("inout", "zero"): NO_SD_WEIGHTS}
-    assert len(runs) == (1 + 4) * 3 and runs[0] == Run("memseg", "zero", 0)
-    assert {(r.method, r.setting) for r in runs} == {("memseg", "zero")} | {(m, "few") for m in
-                                                                           ("none", "memseg", "diffusion", "inout")}
+                       ("inout", "zero"): NO_SD_WEIGHTS, ("memseg", "full"): not_full,
+                       ("diffusion", "full"): not_full, ("inout", "full"): not_full}
+    assert len(runs) == (1 + 4 + 1) * 5 and runs[0] == Run("memseg", "zero", 0)
+    assert {(r.method, r.setting) for r in runs} == {("memseg", "zero"), ("none", "full")} | \
+        {(m, "few") for m in ("none", "memseg", "diffusion", "inout")}
+    assert [r.seed for r in runs if r.setting == "full"] == [0, 1, 2, 3, 4]  # the full-shot reference
     with_bank = BenchConfig.preset("cpu", method_params={"diffusion": {"bank": "/banks/{setting}-{seed}"}})
-    assert not plan(with_bank)[1].keys() - {("none", "zero")}
+    assert not plan(with_bank)[1].keys() - {("none", "zero"), *(m for m in skipped if m[1] == "full")}
+    assert not plan(BenchConfig.preset("paper"))[1].keys() - {("none", "zero"), ("diffusion", "zero"),
+                                                              ("inout", "zero")}  # the paper runs all at full
+    wider, skipped = plan(BenchConfig.preset("cpu", methods=("none", "none_unbalanced", "memseg"), seeds=(0,),
+                                             full_methods=("none*",)))
+    assert {(r.method, r.setting) for r in wider if r.method.startswith("none")} == \
+        {(m, s) for m in ("none", "none_unbalanced") for s in ("few", "full")}
+    assert skipped[("none_unbalanced", "zero")] == NO_POSITIVES and ("memseg", "full") in skipped
     sweep, skipped = plan(BenchConfig.preset("cpu", methods=("mem*",), settings=("zero",), seeds=(0,),
                                              in_ratios=(0, 0.25, 1)))
     assert [r.method for r in sweep] == ["memseg", "inout@0"] and set(skipped) == {("inout@0.25", "zero"),
@@ -127,15 +144,58 @@ def _result(method, seed, ap, setting="few"):
             "metrics": {"ap": ap, "auroc": 0.5, "precision": 0.4, "recall": 0.3, "f1": 0.2}}
 
 
-def test_summary_pairs_gains_by_seed_and_lists_skipped_pairs():
-    rows = summarize([_result("none", 0, 0.3), _result("none", 1, 0.5), _result("memseg", 0, 0.4),
-                      _result("memseg", 1, 0.7)])
-    memseg = next(r for r in rows if r["method"] == "memseg")
-    assert memseg["ap"] == pytest.approx((0.55, 0.2121320)) and memseg["ap_gain"] == pytest.approx((0.15, 0.0707107))
-    assert next(r for r in rows if r["method"] == "none")["ap_gain"] is None
-    table = markdown(rows, {("none", "zero"): NO_POSITIVES}, ("zero", "few"), 5)
-    assert "### few-shot (N = 5)" in table and "| memseg | 2 | 0.550 ± 0.212 |" in table
-    assert "+0.150 ± 0.071" in table and f"| none | — | not run: {NO_POSITIVES}" in table
+#: t(0.975, 2) from a printed table, and the half-width of the 95 % paired interval of differences [0.1, 0.2, 0.3]:
+#: their sd is 0.1.
+T_2 = 4.302653
+HALF = T_2 * 0.1 / np.sqrt(3)
+
+
+def test_paired_differences_have_t_intervals_and_unresolved_ones_are_marked():
+    found = paired_difference({0: 0.4, 1: 0.6, 2: 0.8, 3: 0.9}, {0: 0.3, 1: 0.4, 2: 0.5})
+    assert found["seeds"] == [0, 1, 2] and found["mean"] == pytest.approx(0.2)
+    assert (found["low"], found["high"]) == pytest.approx((0.2 - HALF, 0.2 + HALF), abs=1e-6)
+    assert not found["resolved"]  # [-0.048, 0.448] contains 0
+    tight = paired_difference({0: 0.4, 1: 0.52, 2: 0.64}, {0: 0.3, 1: 0.4, 2: 0.5})
+    assert tight["resolved"] and tight["low"] == pytest.approx(0.12 - T_2 * 0.02 / np.sqrt(3), abs=1e-6)
+    single = paired_difference({0: 0.5}, {0: 0.3})
+    assert single["low"] is None and not single["resolved"] and paired_difference({0: 0.5}, {1: 0.3}) is None
+
+
+def test_the_gap_share_is_a_ratio_of_paired_means_with_a_fieller_interval():
+    few, full = {0: 0.3, 1: 0.4, 2: 0.5}, {0: 0.8, 1: 0.9, 2: 1.0}  # a gap of 0.5 for every seed
+    found = gap_share({0: 0.4, 1: 0.6, 2: 0.8}, few, full)
+    # With a constant gap the Fieller interval is the t interval of the gains over the gap.
+    assert found["share"] == pytest.approx(0.4) and found["gap"] == pytest.approx(0.5)
+    assert (found["low"], found["high"]) == pytest.approx(((0.2 - HALF) / 0.5, (0.2 + HALF) / 0.5), abs=1e-6)
+    unsure = gap_share({0: 0.4, 1: 0.6, 2: 0.8}, few, {0: 0.8, 1: 0.0, 2: 0.6})  # the gap is not resolved
+    assert unsure["share"] == pytest.approx(0.2 / 0.0667, rel=1e-2) and unsure["low"] is None
+
+
+def test_summary_pairs_differences_by_seed_and_lists_skipped_pairs():
+    few = [0.3, 0.4, 0.5]
+    results = [_result("none", s, ap) for s, ap in enumerate(few)]
+    results += [_result("memseg", s, ap + 0.1 + 0.02 * s) for s, ap in enumerate(few)]
+    results += [_result("inout", s, ap + 0.1 * (s + 1)) for s, ap in enumerate(few)]
+    results += [_result("none", s, ap + 0.5, "full") for s, ap in enumerate(few)]
+    rows = summarize(results)
+    memseg, inout = (next(r for r in rows if r["method"] == m) for m in ("memseg", "inout"))
+    assert memseg["ap"] == pytest.approx((0.52, 0.12)) and memseg["vs"]["none"]["resolved"]
+    assert set(memseg["vs"]) == {"none"} and set(inout["vs"]) == {"none", "memseg"}
+    assert inout["vs"]["none"]["mean"] == pytest.approx(0.2) and not inout["vs"]["none"]["resolved"]
+    assert inout["gap_share"]["share"] == pytest.approx(0.4) and memseg["gap_share"]["share"] == pytest.approx(0.24)
+    none = next(r for r in rows if r["method"] == "none" and r["setting"] == "few")
+    assert set(none["vs"]) == {"memseg"} and none["vs"]["memseg"]["mean"] == pytest.approx(-0.12)
+    assert json.dumps(rows)  # plain JSON types only
+    assert all(r["gap_share"] is None for r in rows if r["method"] == "none")
+    table = markdown(rows, {("none", "zero"): NO_POSITIVES}, ("zero", "few", "full"), 5)
+    assert "### few-shot (N = 5)" in table and "| memseg | 3 | 0.520 ± 0.120 |" in table
+    inout_line = next(line for line in table.splitlines() if line.startswith("| inout |"))
+    assert f"+0.200 [{0.2 - HALF:+.3f}, {0.2 + HALF:+.3f}] not resolved" in inout_line
+    assert f"0.40 [{(0.2 - HALF) / 0.5:.2f}, {(0.2 + HALF) / 0.5:.2f}]" in inout_line
+    memseg_line = next(line for line in table.splitlines() if line.startswith("| memseg |"))
+    assert "+0.120 [" in memseg_line and "not resolved" not in memseg_line
+    assert f"| none | — | not run: {NO_POSITIVES}" in table and "### full-shot" in table
+    assert "(1 seed, not resolved)" in markdown(summarize(results[:1] + results[3:4]), {}, ("few",), 5)
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -180,8 +240,16 @@ def test_bench_cli_writes_results_report_and_resumes(folder_data, tmp_path):
     result = _bench(folder_data, out, "--methods", "none,memseg")
     assert result.exit_code == 0, result.output
     runs = sorted(p.name for p in (out / "runs").glob("*.json"))
-    assert runs == ["memseg-few2-seed0.json", "memseg-zero-seed0.json", "none-few2-seed0.json"]
+    assert runs == ["memseg-few2-seed0.json", "memseg-zero-seed0.json", "none-few2-seed0.json", "none-full-seed0.json"]
     record = json.loads((out / "runs" / "memseg-few2-seed0.json").read_text())
+    baseline = json.loads((out / "runs" / "none-few2-seed0.json").read_text())
+    counts = baseline["training_set"]["counts"]
+    assert counts["copy"] > 0 and counts["augmented"] == 0 and baseline["training_set"]["oversample"]
+    assert counts["normal"] == record["training_set"]["counts"]["normal"]  # the same balance as an augmented run
+    assert counts["real"] + counts["copy"] == record["training_set"]["counts"]["real"] + \
+        record["training_set"]["counts"]["augmented"]
+    assert [e["images"] for e in baseline["history"]] == [e["images"] for e in record["history"]]
+    assert baseline["history"][0]["positives"] == counts["real"] + counts["copy"]
     assert record["run"] == {"method": "memseg", "setting": "few", "shots": 2, "seed": 0}
     assert 0 <= record["metrics"]["ap"] <= 1 and 0 <= record["metrics"]["auroc"] <= 1
     assert len(record["scores"]["test"]) == record["data"]["test"]["images"] == len(record["scores"]["test_labels"])
@@ -190,20 +258,82 @@ def test_bench_cli_writes_results_report_and_resumes(folder_data, tmp_path):
     assert "commit" in record and "validation normals" in record["threshold"]["rule"]
     assert record["dirty"] in (True, False, None) and "scikit-learn" in record["versions"]
     summary = (out / "summary.md").read_text()
-    assert f"Source: {provenance([record] * 3)}." in summary  # the three runs came from this tree
+    assert f"Source: {provenance([record] * 4)}." in summary  # the four runs came from this tree
     assert f"| none | — | not run: {NO_POSITIVES}" in summary and "| memseg | 1 |" in summary
+    assert "Balance and steps are equal for every method" in summary and "paired t interval" in summary
+    assert f"| memseg | — | not run: {NOT_FULL.format('none')}" in summary and "### full-shot" in summary
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    few = next(r for r in rows if r["method"] == "memseg" and r["setting"] == "few")
+    assert few["vs"]["none"]["seeds"] == [0] and few["gap_share"]["seeds"] == [0]
     for name in ("pr-zero.png", "pr-few2.png", "positives-zero.png", "positives-few2.png"):
         assert PIL.Image.open(out / name).format == "PNG"
     before = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
     again = _bench(folder_data, out, "--methods", "none,memseg")
-    assert again.exit_code == 0 and again.output.count("done before") == 3
+    assert again.exit_code == 0 and again.output.count("done before") == 4
     assert {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")} == before
+    bench = Benchmark(BenchConfig.preset("smoke", methods=("none", "none_unbalanced")), folder_data, out)
+    assert bench.training_set(Run("none_unbalanced", "few", 0))[0].counts()["copy"] == 0  # the real defects alone
+    assert bench.digest(Run("none", "few", 0)) == baseline["digest"]
     narrower = _bench(folder_data, out, "--methods", "memseg", "--settings", "few", "--seeds", "0,1")
     assert narrower.output.count("done before") == 1 and (out / "runs" / "memseg-few2-seed1.json").is_file()
     assert "| memseg | 2 |" in (out / "summary.md").read_text()  # the report covers the runs asked for
     other = _bench(folder_data, tmp_path / "other", "--methods", "memseg", "--settings", "few")
     twin = json.loads((tmp_path / "other" / "runs" / "memseg-few2-seed0.json").read_text())
     assert other.exit_code == 0 and twin["scores"] == record["scores"]  # the same seed gives the same run
+
+
+@pytest.fixture(scope="module")
+def ksdd_data(tmp_path_factory) -> Path:
+    """A KolektorSDD tree of 9 items (kosNN/PartK.jpg, PartK_label.bmp) of 2 parts, 48x48 grey; in each of the 3
+    folds (layout seed 0) two items have a dark scratch on Part0."""
+    root = tmp_path_factory.mktemp("ksdd")
+    g = torch.Generator().manual_seed(1)
+    for n in range(9):
+        for k in range(2):
+            base = 120 + 20 * torch.rand((1, 12, 12), generator=g)
+            image = torch.nn.functional.interpolate(base[None], size=(48, 48), mode="bilinear")[0, 0]
+            (root / f"kos{n:02d}").mkdir(exist_ok=True)
+            PIL.Image.fromarray(image.to(torch.uint8).numpy()).save(root / f"kos{n:02d}" / f"Part{k}.jpg")
+            PIL.Image.fromarray(np.zeros((48, 48), np.uint8)).save(root / f"kos{n:02d}" / f"Part{k}_label.bmp")
+    by_fold: dict[int, list[str]] = {}
+    for item, fold in KolektorSDD(root).item_folds().items():
+        by_fold.setdefault(fold, []).append(item)
+    for items in by_fold.values():
+        for item in items[:2]:
+            top = int(torch.randint(4, 36, (1,), generator=g))
+            image = np.array(PIL.Image.open(root / item / "Part0.jpg"))
+            mask = np.zeros((48, 48), np.uint8)
+            mask[top:top + 6, 8:40] = 255
+            PIL.Image.fromarray(np.where(mask > 0, 30, image).astype(np.uint8)).save(root / item / "Part0.jpg")
+            PIL.Image.fromarray(mask).save(root / item / "Part0_label.bmp")
+    return root
+
+
+def test_bench_all_folds_tests_every_image_once_and_pools(ksdd_data, folder_data, tmp_path):
+    out = tmp_path / "folds"
+    result = _bench(ksdd_data, out, "--folds", "all", "--methods", "none", "--settings", "few")
+    assert result.exit_code == 0, result.output
+    records = [json.loads((out / f"fold{k}" / "runs" / "none-few2-seed0.json").read_text()) for k in range(3)]
+    assert len({r["digest"] for r in records}) == 3 and [r["config"]["data_options"]["fold"] for r in records] == \
+        [0, 1, 2]
+    assert sum(r["data"]["test"]["images"] for r in records) == 18 and all(r["data"]["test"]["defects"] == 2
+                                                                           for r in records)
+    assert len({r["data"]["test"]["sha256"] for r in records}) == 3  # disjoint folds: each image tested once
+    summary = json.loads((out / "summary.json").read_text())
+    row = summary["rows"][0]
+    labels = np.concatenate([r["scores"]["test_labels"] for r in records])
+    scores = np.concatenate([r["scores"]["test"] for r in records])
+    assert row["ap"][0] == pytest.approx(average_precision(labels, scores))  # AP over the pooled test scores
+    assert [ap for ap, _ in row["fold_ap"]] == pytest.approx([r["metrics"]["ap"] for r in records])
+    assert len(summary["folds"]) == 3 and (out / "fold1" / "summary.md").is_file()
+    text = (out / "summary.md").read_text()
+    assert "3 folds, each the test split once" in text and "| few2 | none |" in text
+    again = _bench(ksdd_data, out, "--folds", "all", "--methods", "none", "--settings", "few")
+    assert again.output.count("done before") == 3
+    flat = _bench(folder_data, tmp_path / "flat", "--folds", "all")
+    assert flat.exit_code != 0 and "needs a layout split by folds" in flat.output
+    both = _bench(ksdd_data, tmp_path / "both", "--folds", "all", "-d", "fold=1")
+    assert both.exit_code != 0 and "do not also set data_options fold" in both.output
 
 
 def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path):

@@ -14,9 +14,8 @@ from inout_aug.augmenters.memseg import MemSegRegion
 from inout_aug.data import TrainingSet, augment_batch, collate, make_loader, open_dataset
 
 
-@pytest.fixture
-def folder(tmp_path):
-    """A folder layout: 12 normal images, 3 scratches and 3 dents with masks (24x32 grey)."""
+def make_folder(root, size=(24, 32)):
+    """A folder layout: 12 normal images, 3 scratches and 3 dents with masks (grey, ``size`` = (H, W))."""
     g = torch.Generator().manual_seed(0)
 
     def save(tensor, path):
@@ -24,20 +23,25 @@ def folder(tmp_path):
         PIL.Image.fromarray(tensor.numpy()).save(path)
 
     for i in range(12):
-        save(torch.randint(60, 200, (24, 32), generator=g, dtype=torch.uint8), tmp_path / "normal" / f"n{i:02d}.png")
+        save(torch.randint(60, 200, size, generator=g, dtype=torch.uint8), root / "normal" / f"n{i:02d}.png")
     for kind in ("scratch", "dent"):
         for i in range(3):
-            image = torch.randint(60, 200, (24, 32), generator=g, dtype=torch.uint8)
-            mask = torch.zeros(24, 32, dtype=torch.uint8)
+            image = torch.randint(60, 200, size, generator=g, dtype=torch.uint8)
+            mask = torch.zeros(size, dtype=torch.uint8)
             mask[4 + i: 10 + i, 3:20] = 255
-            save(image, tmp_path / "defect" / kind / f"{kind}{i}.png")
-            save(mask, tmp_path / "masks" / kind / f"{kind}{i}.png")
-    return open_dataset(tmp_path, split="all")
+            save(image, root / "defect" / kind / f"{kind}{i}.png")
+            save(mask, root / "masks" / kind / f"{kind}{i}.png")
+    return open_dataset(root, split="all")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_folder(tmp_path)
 
 
 def test_zero_shot_is_normals_plus_as_many_augmented_positives(folder):
     training = TrainingSet(folder, "zero", augmenter=MemSegRegion(seed=0))
-    assert training.counts() == {"normal": 12, "real": 0, "augmented": 12}
+    assert training.counts() == {"normal": 12, "real": 0, "copy": 0, "augmented": 12}
     for sample in training:
         assert sample["image"].dtype == torch.uint8 and sample["mask"].shape == sample["image"].shape[-2:]
         if sample["kind"] == "normal":
@@ -49,7 +53,7 @@ def test_zero_shot_is_normals_plus_as_many_augmented_positives(folder):
 def test_few_shot_picks_real_defects_with_the_seed_across_types_and_triples_them(folder):
     training = TrainingSet(folder, "few", shots=2, augmenter=MemSegRegion(seed=0), seed=4)
     assert len(training.real) == 2 and {r.defect_type for r in training.real} == {"scratch", "dent"}
-    assert training.counts() == {"normal": 12, "real": 6, "augmented": 6}
+    assert training.counts() == {"normal": 12, "real": 6, "copy": 0, "augmented": 6}
     again = TrainingSet(folder, "few", shots=2, seed=4).real
     assert again == training.real
     assert any(TrainingSet(folder, "few", shots=2, seed=s).real != training.real for s in range(5, 12))
@@ -62,11 +66,62 @@ def test_few_shot_picks_real_defects_with_the_seed_across_types_and_triples_them
 
 def test_full_shot_and_the_positive_fraction(folder):
     full = TrainingSet(folder, "full", augmenter=MemSegRegion(seed=0))
-    assert full.counts() == {"normal": 12, "real": 18, "augmented": 0}  # already more positives than normals
+    assert full.counts() == {"normal": 12, "real": 18, "copy": 0, "augmented": 0}  # more positives than normals
     quarter = TrainingSet(folder, "zero", augmenter=MemSegRegion(seed=0), positive_fraction=0.25)
     assert quarter.counts()["augmented"] == 4
     baseline = TrainingSet(folder, "few", shots=3, flip_real=False)
-    assert baseline.counts() == {"normal": 12, "real": 3, "augmented": 0}
+    assert baseline.counts() == {"normal": 12, "real": 3, "copy": 0, "augmented": 0}
+    assert TrainingSet(folder, "full", oversample=True).counts() == full.counts()  # nothing left to fill
+
+
+def symmetries(x):
+    """The 8 flips and 90° rotations of the last two dims, built here from rot90 and one flip."""
+    turned = [torch.rot90(x, k, (-2, -1)) for k in range(4)]
+    return turned + [t.flip(-1) for t in turned]
+
+
+def which(x, original):
+    """The indices of :func:`symmetries` of ``original`` equal to ``x``, byte for byte."""
+    return {i for i, s in enumerate(symmetries(original)) if s.shape == x.shape and torch.equal(s, x)}
+
+
+def copies(training, number=0):
+    training.set_epoch(number)
+    return [(training[i], training.dataset.read(item.record)) for i, item in enumerate(training.items)
+            if item.kind == "copy"]
+
+
+@pytest.mark.parametrize("size", [(24, 32), (32, 32)])
+def test_the_oversampled_baseline_copies_real_defects_to_the_augmented_sets_balance(tmp_path, size):
+    folder = make_folder(tmp_path, size)
+    oversampled = TrainingSet(folder, "few", shots=2, seed=4, oversample=True, online=False)
+    augmented = TrainingSet(folder, "few", shots=2, seed=4, augmenter=MemSegRegion(seed=0), online=False)
+    assert oversampled.counts() == {"normal": 12, "real": 6, "copy": 6, "augmented": 0}
+    assert augmented.counts()["augmented"] == 6 and len(oversampled) == len(augmented)
+    assert len(make_loader(oversampled, 5)) == len(make_loader(augmented, 5)) == 5  # the same steps per epoch
+    assert {item.record for item in oversampled.items if item.kind == "copy"} == set(oversampled.real)
+    used = set()
+    for epoch_number in range(4):
+        for sample, original in copies(oversampled, epoch_number):
+            found = which(sample["image"], original["image"]) & which(sample["mask"], original["mask"])
+            assert found and sample["label"] == 1 and sample["kind"] == "copy" and not sample["augment"]
+            assert isinstance(sample["image"], tv_tensors.Image) and isinstance(sample["mask"], tv_tensors.Mask)
+            used |= found
+    # A square image takes all 8 transforms (rotations swap no sides); any other only the 4 that keep its shape.
+    assert (len(used) > 4) == (size[0] == size[1]) and sample["image"].shape[-2:] == size
+    again = TrainingSet(folder, "few", shots=2, seed=4, oversample=True)
+    assert all(torch.equal(a["image"], b["image"]) for (a, _), (b, _) in zip(copies(oversampled, 2), copies(again, 2)))
+    fresh = [torch.equal(a["image"], b["image"]) for (a, _), (b, _) in zip(copies(again, 0), copies(again, 1))]
+    assert not all(fresh)  # like an augmented slot, a copy slot is drawn anew each epoch
+    one_process = epoch(oversampled, 7, 1, workers=0)
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(one_process, epoch(oversampled, 7, 1)))
+
+
+def test_oversampling_needs_real_defects_and_no_augmenter(folder):
+    with pytest.raises(ValueError, match="give one of them, not both"):
+        TrainingSet(folder, "few", augmenter=MemSegRegion(seed=0), oversample=True)
+    with pytest.raises(ValueError, match="zero-shot set has none"):
+        TrainingSet(folder, "zero", oversample=True)
 
 
 def test_the_record_lists_exactly_the_real_files(folder, tmp_path):

@@ -92,10 +92,10 @@ def train_classifier(model: nn.Module, dataset: Dataset, config: BenchConfig, se
     return history
 
 
-@torch.no_grad()
-def predict(model: nn.Module, dataset: Dataset, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+@torch.inference_mode()
+def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Labels and defect scores (the logit: ranks like the probability, without its ties at 0 and 1) of every
-    sample of ``dataset``, in order."""
+    sample of ``dataset``, in order. In eval mode a score depends on its own image only, not on ``batch_size``."""
     model.eval()
     labels, scores = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):

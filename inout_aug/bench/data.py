@@ -15,18 +15,26 @@ from inout_aug.data.training import digest_paths
 
 #: The validation normals are drawn with this seed whatever the run's seed: every run is judged alike.
 VALIDATION_SEED = 0
+#: How an image meets the benchmark's size: keeping its aspect ratio, with reflected margins, or stretched.
+RESIZE_MODES = ("pad", "squash")
 
 
 class ResizedView:
     """Some records of a dataset split, read at ``size`` (H, W) and kept in memory (``cache``, shared by views).
 
     It answers what :class:`~inout_aug.data.TrainingSet` asks of a layout (normals, defects, read, ...), so a
-    training set built on it never decodes an image twice. Masks are resized with nearest neighbours.
+    training set built on it never decodes an image twice. ``resize`` is how an image meets ``size``: "pad"
+    scales it to fit inside, keeping its aspect ratio, and fills the margins by reflecting it (they look like
+    surface; masks get 0 there), "squash" stretches it (see :func:`fit`). Masks are resized with nearest
+    neighbours.
     """
 
     def __init__(self, dataset: Layout, records: list[Record], size: tuple[int, int],
-                 cache: dict[str, dict[str, Any]] | None = None):
+                 cache: dict[str, dict[str, Any]] | None = None, resize: str = "pad"):
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
         self.dataset, self.records, self.size = dataset, list(records), (int(size[0]), int(size[1]))
+        self.resize = resize
         self.layout, self.root, self.split = dataset.layout, dataset.root, dataset.split
         self.mask_threshold = dataset.mask_threshold
         self._cache = {} if cache is None else cache
@@ -48,14 +56,12 @@ class ResizedView:
 
     def read(self, record: Record) -> dict[str, Any]:
         """The layout's sample dict of ``record`` at this view's size (a new dict, the cached tensors)."""
-        key = f"{record.image}@{self.size}"
+        key = f"{record.image}@{self.size}:{self.resize}"
         if key not in self._cache:
             sample = self.dataset.read(record)
-            sample["image"] = tv_tensors.Image(F.resize(sample["image"].as_subclass(torch.Tensor), list(self.size),
-                                                        antialias=True))
-            sample["mask"] = tv_tensors.Mask(F.resize(
-                sample["mask"].as_subclass(torch.Tensor)[None].to(torch.uint8), list(self.size),
-                interpolation=F.InterpolationMode.NEAREST)[0].bool())
+            image, mask = fit(sample["image"].as_subclass(torch.Tensor), sample["mask"].as_subclass(torch.Tensor),
+                              self.size, self.resize)
+            sample["image"], sample["mask"] = tv_tensors.Image(image), tv_tensors.Mask(mask)
             self._cache[key] = sample
         return dict(self._cache[key])
 
@@ -64,7 +70,38 @@ class ResizedView:
         return digest_paths([f"{r.image}:{r.label}" for r in self.records])
 
     def __repr__(self) -> str:
-        return f"ResizedView({self.dataset!r}, {len(self)} images at {self.size[0]}x{self.size[1]})"
+        return (f"ResizedView({self.dataset!r}, {len(self)} images at {self.size[0]}x{self.size[1]}, "
+                f"{self.resize})")
+
+
+def fit(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int],
+        resize: str = "pad") -> tuple[torch.Tensor, torch.Tensor]:
+    """A (C, h, w) image and its (h, w) bool mask at ``size`` (H, W).
+
+    "squash": both resized to ``size``. "pad": both resized to the largest size of their aspect ratio that fits
+    inside ``size`` and centred; the image's margins mirror it (repeatedly where a margin is wider than the
+    image), the mask's are False.
+    """
+    height, width = size
+    inner = size
+    if resize == "pad":
+        scale = min(height / image.shape[-2], width / image.shape[-1])
+        inner = tuple(min(n, max(1, round(m * scale))) for n, m in zip(size, image.shape[-2:]))
+    image = F.resize(image, list(inner), antialias=True)
+    mask = F.resize(mask[None].to(torch.uint8), list(inner), interpolation=F.InterpolationMode.NEAREST)[0].bool()
+    top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
+    margins = [left, width - inner[1] - left, top, height - inner[0] - top]  # as torch's pad takes them
+    while any(margins):  # one reflection adds at most the image's size less one
+        h, w = image.shape[-2:]
+        step = [min(m, w - 1) for m in margins[:2]] + [min(m, h - 1) for m in margins[2:]]
+        if not any(step):  # a line 1 pixel thick cannot be reflected: repeat it
+            image, step = torch.nn.functional.pad(image, margins, mode="replicate"), margins
+        else:
+            image = torch.nn.functional.pad(image, step, mode="reflect")
+        margins = [m - s for m, s in zip(margins, step)]
+    padded = torch.zeros(size, dtype=torch.bool)
+    padded[top:top + inner[0], left:left + inner[1]] = mask
+    return image, padded
 
 
 @dataclass
@@ -83,8 +120,9 @@ class BenchData:
 
 
 def open_bench_data(root: str | Path, size: tuple[int, int], val_fraction: float, layout: str | None = None,
-                    options: dict[str, Any] | None = None) -> BenchData:
-    """The train/validation/test views of the dataset at ``root`` (see :class:`BenchData`)."""
+                    options: dict[str, Any] | None = None, resize: str = "pad") -> BenchData:
+    """The train/validation/test views of the dataset at ``root`` (see :class:`BenchData`), resized by ``resize``
+    (see :class:`ResizedView`)."""
     train = open_dataset(root, layout, "train", **(options or {}))
     test = open_dataset(root, train.layout, "test", **(options or {}))
     normals = train.normals()
@@ -94,7 +132,7 @@ def open_bench_data(root: str | Path, size: tuple[int, int], val_fraction: float
     kept, held_out = stratified_split(normals, val_fraction, VALIDATION_SEED)
     cache: dict[str, dict[str, Any]] = {}
     return BenchData(
-        train=ResizedView(train, kept + train.defects(), size, cache),
-        validation=ResizedView(train, held_out, size, cache),
-        test=ResizedView(test, test.records, size, cache),
+        train=ResizedView(train, kept + train.defects(), size, cache, resize),
+        validation=ResizedView(train, held_out, size, cache, resize),
+        test=ResizedView(test, test.records, size, cache, resize),
     )

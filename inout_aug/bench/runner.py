@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,23 +19,29 @@ import torch
 
 from inout_aug.bench import metrics
 from inout_aug.bench.classifier import create_classifier, predict, train_classifier
-from inout_aug.bench.config import BASELINE, BenchConfig
+from inout_aug.bench.config import BASELINE, UNBALANCED, BenchConfig
 from inout_aug.bench.data import BenchData, open_bench_data
 from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.core.io import write_png, write_text
 from inout_aug.core.registry import create, list_augmenters
-from inout_aug.data.layouts import read_mask
+from inout_aug.data.layouts import open_dataset, read_mask
 from inout_aug.data.training import TrainingSet, choose_defects
 
 #: Methods whose positives come from the diffusion augmenter.
 DIFFUSION_METHODS = ("diffusion", "inout")
+#: Methods without an augmenter.
+PLAIN = (BASELINE, UNBALANCED)
 NO_POSITIVES = "no positives: without real defects or an augmenter there is no defect to learn"
+NOT_FULL = "full-shot runs only full_methods ({}), the reference the few-shot methods are measured against"
 NO_SD_WEIGHTS = (
     "needs Stable Diffusion weights: the ddpm backend learns defects from real ones, and zero-shot has none "
     "(give method_params.diffusion.bank, a bank made with the sd backend)"
 )
 #: Settings that choose which runs there are, not what a run does.
-PLAN_FIELDS = ("methods", "settings", "seeds", "in_ratios")
+PLAN_FIELDS = ("methods", "settings", "seeds", "in_ratios", "full_methods", "all_folds")
+#: What a method's runs do beyond the settings, where that changed after results were stored: part of the digest,
+#: so that no older result of the method is reused.
+RECIPES = {BASELINE: "real defects oversampled to positive_fraction with dihedral copies"}
 VERSIONED = ("inout-aug", "torch", "torchvision", "timm", "numpy", "diffusers", "scikit-learn")
 #: A file of the inout-aug source: the git checkout tracking it is the one whose commit a run records.
 SOURCE = Path(__file__).resolve()
@@ -69,7 +76,7 @@ def methods_of(config: BenchConfig) -> list[str]:
     """The configured methods, wildcards expanded over the registry, then one ``inout@r`` per in_ratio."""
     names: list[str] = []
     for pattern in config.methods:
-        found = [pattern] if pattern == BASELINE else list_augmenters(pattern)
+        found = [pattern] if pattern in PLAIN else list_augmenters(pattern)
         if not found:
             raise ValueError(f"no registered augmenter matches {pattern!r}; registered: "
                              f"{', '.join(list_augmenters())} (see `inout-aug list`)")
@@ -78,8 +85,10 @@ def methods_of(config: BenchConfig) -> list[str]:
 
 
 def skip_reason(method: str, setting: str, config: BenchConfig) -> str | None:
-    """Why ``method`` cannot run in ``setting`` (None: it can)."""
-    if method == BASELINE and setting == "zero":
+    """Why ``method`` cannot or does not run in ``setting`` (None: it runs)."""
+    if setting == "full" and not any(fnmatchcase(method, pattern) for pattern in config.full_methods):
+        return NOT_FULL.format(", ".join(config.full_methods))
+    if method in PLAIN and setting == "zero":
         return NO_POSITIVES
     uses_diffusion = method.split("@")[0] in DIFFUSION_METHODS and not method.endswith("@0")
     given = config.method_params.get("diffusion", {})
@@ -108,9 +117,9 @@ class Benchmark:
     def __init__(self, config: BenchConfig, data: str | Path, out: str | Path,
                  log: Callable[[str], None] | None = None):
         self.config, self.out = config, Path(out)
-        self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.log = log or _stderr
         self.data: BenchData = open_bench_data(data, config.image_size, config.val_fraction, config.layout,
-                                               config.data_options)
+                                               config.data_options, resize=config.resize)
         self.runs, self.skipped = plan(config)
 
     def result_path(self, run: Run) -> Path:
@@ -120,7 +129,8 @@ class Benchmark:
         """A hash of what a run's result depends on: the settings (less the list of runs), the run, the data; a
         stored result is reused only under the same hash."""
         settings = {k: v for k, v in self.config.to_dict().items() if k not in PLAN_FIELDS}
-        text = json.dumps([settings, run.method, run.setting, run.seed, self.data.record()], sort_keys=True)
+        parts = [settings, run.method, run.setting, run.seed, self.data.record()]
+        text = json.dumps(parts + ([RECIPES[run.method]] if run.method in RECIPES else []), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def finished(self, run: Run) -> dict[str, Any] | None:
@@ -148,11 +158,12 @@ class Benchmark:
         return results
 
     def training_set(self, run: Run) -> tuple[TrainingSet, Augmenter | None]:
-        """The training set of ``run`` (augmented slots flagged for the batch augmenter) and its augmenter."""
+        """The training set of ``run`` (augmented slots flagged for the batch augmenter; for ``none`` the real
+        defects oversampled to the same balance) and its augmenter."""
         augmenter = self.augmenter(run)
         dataset = TrainingSet(self.data.train, run.setting, shots=self.config.shots, augmenter=augmenter,
                               positive_fraction=self.config.positive_fraction, flip_real=self.config.flip_real,
-                              seed=run.seed, online=False)
+                              oversample=run.method == BASELINE, seed=run.seed, online=False)
         return dataset, augmenter
 
     def execute(self, run: Run, log: Callable[[str], None]) -> dict[str, Any]:
@@ -186,9 +197,9 @@ class Benchmark:
         return result
 
     def augmenter(self, run: Run) -> Augmenter | None:
-        """The augmenter of ``run``'s method, seeded from the run; None for the baseline."""
+        """The augmenter of ``run``'s method, seeded from the run; None for ``none`` and ``none_unbalanced``."""
         name = run.augmenter_name
-        if name == BASELINE:
+        if name in PLAIN:
             return None
         seed = mix_seed(run.seed, run.method)
         if name != "inout":
@@ -244,6 +255,28 @@ class Benchmark:
                 self.log(f"ddpm bank {folder.name}: sampling {len(job.todo)} defects")
                 job.run(batch_size=8)
         return folder / "bank"
+
+
+def fold_benchmarks(config: BenchConfig, data: str | Path, out: str | Path,
+                    log: Callable[[str], None] | None = None) -> list[Benchmark]:
+    """The benchmarks of a sweep: with ``all_folds`` one per fold of the layout, fold K the test fold of the one in
+    ``out/foldK``; otherwise the one benchmark in ``out``."""
+    if not config.all_folds:
+        return [Benchmark(config, data, out, log)]
+    log = log or _stderr
+    dataset = open_dataset(data, config.layout, "train", **config.data_options)
+    folds = getattr(dataset, "folds", None)
+    if folds is None:
+        raise ValueError(f"--folds all (all_folds) needs a layout split by folds, such as ksdd; {dataset.layout} at "
+                         f"{dataset.root} has fixed train and test splits")
+    return [Benchmark(replace(config, all_folds=False, data_options={**config.data_options, "fold": fold,
+                                                                     "folds": folds}),
+                      data, Path(out) / f"fold{fold}", lambda text, fold=fold: log(f"fold {fold} {text}"))
+            for fold in range(folds)]
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def versions() -> dict[str, str | None]:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import functional as F
+from torchvision import tv_tensors
 
 from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.core.io import write_text
@@ -20,14 +21,26 @@ from inout_aug.data.layouts import Layout, Record
 SETTINGS = ("zero", "few", "full")
 #: How a real defect is used: as it is, and (with ``flip_real``) flipped horizontally and vertically.
 FLIPS = (None, "horizontal", "vertical")
+_DIHEDRAL_OPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "identity": lambda x: x, "horizontal": lambda x: x.flip(-1), "vertical": lambda x: x.flip(-2),
+    "rotate180": lambda x: x.flip(-2, -1), "transpose": lambda x: x.transpose(-2, -1),
+    "rotate90": lambda x: x.rot90(1, (-2, -1)), "rotate270": lambda x: x.rot90(-1, (-2, -1)),
+    "antitranspose": lambda x: x.flip(-2, -1).transpose(-2, -1),
+}
+#: The 8 flips and 90° rotations of a square (the dihedral group) on the last two dims: the first 4 keep any
+#: image's shape.
+DIHEDRAL = tuple(_DIHEDRAL_OPS)
+#: The kinds of training-set items, as :meth:`TrainingSet.counts` counts them.
+KINDS = ("normal", "real", "copy", "augmented")
 
 
 @dataclass(frozen=True)
 class Item:
-    """One entry of a training set: a normal image, a real defect (maybe flipped) or a base for augmentation."""
+    """One entry of a training set: a normal image, a real defect (maybe flipped), a copy of a real defect (its
+    transform drawn each epoch) or a base for augmentation."""
 
     record: Record
-    kind: str  # "normal", "real" or "augmented"
+    kind: str  # one of KINDS
     flip: str | None = None
 
 
@@ -41,10 +54,14 @@ class TrainingSet(Dataset):
     Real defects are tripled with a horizontal and a vertical flip when ``flip_real`` (as the In&Out authors
     did). Augmented positives then fill the set up to ``positive_fraction`` positives (0.5: balanced): each
     is a normal image (drawn with ``seed``, cycling through all of them) that ``augmenter`` turns into a
-    defect when the sample is read, so every epoch sees fresh defects. Without an augmenter there are no
-    augmented positives: the plain baseline. Every normal image also stays in the set as a negative.
+    defect when the sample is read, so every epoch sees fresh defects. Without an augmenter, ``oversample``
+    fills the same slots with copies of the real defects (cycling through them in a seeded order), each under
+    one of the 8 :data:`DIHEDRAL` transforms (only the first 4 when the image is not square), mask alike:
+    like an augmented slot, a copy slot keeps its source and draws its transform anew each epoch, from
+    (seed, epoch, slot). So the set has the size and balance of an augmented one. Without either there are
+    only the real positives: the unbalanced baseline. Every normal image also stays in the set as a negative.
 
-    Samples are the layout's dicts plus ``kind`` ("normal", "real", "augmented"). With ``online=False`` the
+    Samples are the layout's dicts plus ``kind`` (one of :data:`KINDS`). With ``online=False`` the
     augmented slots come back untouched with ``augment`` True, for a batch augmenter after collation
     (:func:`inout_aug.data.loading.augment_batch`); ``transform`` is applied last (e.g. a resize).
     :meth:`record` lists exactly which files went in; :meth:`save_record` writes it beside a run.
@@ -59,6 +76,7 @@ class TrainingSet(Dataset):
         augmenter: Augmenter | None = None,
         positive_fraction: float = 0.5,
         flip_real: bool = True,
+        oversample: bool = False,
         seed: int = 0,
         online: bool = True,
         transform: Callable[[dict[str, Any]], Any] | None = None,
@@ -67,40 +85,52 @@ class TrainingSet(Dataset):
             raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
         if not 0 < positive_fraction < 1:
             raise ValueError(f"positive_fraction must lie between 0 and 1, got {positive_fraction}")
+        if oversample and augmenter is not None:
+            raise ValueError("oversample fills the positive slots with copies of real defects and an augmenter with "
+                             "made ones: give one of them, not both")
         self.dataset = dataset
         self.setting = setting
         self.shots = int(shots) if setting == "few" else None
         self.augmenter = augmenter
         self.positive_fraction = float(positive_fraction)
         self.flip_real = bool(flip_real)
+        self.oversample = bool(oversample)
         self.seed = int(seed)
+        self.epoch = 0
         self.online = bool(online)
         self.transform = transform
         normals = dataset.normals()
         if not normals:
             raise ValueError(f"{dataset!r} holds no normal images: a training set needs them")
         self.real = choose_defects(dataset.defects(), setting, self.shots, self.seed)
+        if self.oversample and not self.real:
+            raise ValueError("oversample copies real defects, and a zero-shot set has none: use an augmenter")
         flips = FLIPS if self.flip_real else FLIPS[:1]
         items = [Item(r, "normal") for r in normals] + [Item(r, "real", f) for r in self.real for f in flips]
         positives = len(items) - len(normals)
         wanted = round(self.positive_fraction * len(normals) / (1 - self.positive_fraction))
+        fill = max(0, wanted - positives)
         if augmenter is not None:
-            items += [Item(r, "augmented") for r in self._bases(normals, max(0, wanted - positives))]
+            items += [Item(r, "augmented") for r in self._cycle(normals, fill, "bases")]
+        elif self.oversample:
+            items += [Item(r, "copy") for r in self._cycle(self.real, fill, "copies")]
         self.items = items
 
-    def _bases(self, normals: list[Record], count: int) -> list[Record]:
-        """``count`` normal images to augment: seeded shuffles of all of them, one after another."""
-        rng = random.Random(mix_seed(self.seed, "bases"))
-        bases: list[Record] = []
-        while len(bases) < count:
-            order = list(normals)
+    def _cycle(self, records: list[Record], count: int, name: str) -> list[Record]:
+        """``count`` of ``records``: seeded shuffles (seed, ``name``) of all of them, one after another."""
+        rng = random.Random(mix_seed(self.seed, name))
+        chosen: list[Record] = []
+        while len(chosen) < count:
+            order = list(records)
             rng.shuffle(order)
-            bases += order[: count - len(bases)]
-        return bases
+            chosen += order[: count - len(chosen)]
+        return chosen
 
     def set_epoch(self, epoch: int) -> None:
-        """Restart the augmenter from (seed, epoch): in one process, epoch e then gives the same defects
-        whatever ran before (DataLoader workers are reseeded from the loader's seed anyway)."""
+        """Start epoch ``epoch``: copies draw their transforms from (seed, epoch, slot) and the augmenter restarts
+        from (seed, epoch), so in one process epoch e gives the same samples whatever ran before (DataLoader
+        workers are reseeded from the loader's seed anyway)."""
+        self.epoch = int(epoch)
         if self.augmenter is not None:
             self.augmenter.reseed(mix_seed(self.seed, "epoch", epoch))
 
@@ -108,16 +138,24 @@ class TrainingSet(Dataset):
         return len(self.items)
 
     def counts(self) -> dict[str, int]:
-        """Items per kind: normal, real (flipped copies included), augmented."""
+        """Items per kind: normal, real (flipped ones included), copy (oversampled real ones), augmented."""
         kinds = [item.kind for item in self.items]
-        return {kind: kinds.count(kind) for kind in ("normal", "real", "augmented")}
+        return {kind: kinds.count(kind) for kind in KINDS}
+
+    def copy_transform(self, index: int, square: bool) -> str:
+        """The :data:`DIHEDRAL` transform of copy slot ``index`` this epoch (one of the first 4 unless ``square``)."""
+        drawn = random.Random(mix_seed(self.seed, "copy", self.epoch, index)).randrange(len(DIHEDRAL))
+        return DIHEDRAL[drawn if square else drawn % 4]
 
     def __getitem__(self, index: int) -> Any:
         item = self.items[index]
         sample = self.dataset.read(item.record)
-        if item.flip is not None:
-            flip = F.horizontal_flip if item.flip == "horizontal" else F.vertical_flip
-            sample["image"], sample["mask"] = flip(sample["image"]), flip(sample["mask"])
+        flip = item.flip
+        if item.kind == "copy":
+            height, width = sample["image"].shape[-2:]
+            flip = self.copy_transform(index, height == width)
+        if flip is not None:
+            sample["image"], sample["mask"] = dihedral(sample["image"], flip), dihedral(sample["mask"], flip)
         sample["kind"] = item.kind
         sample["augment"] = item.kind == "augmented" and not self.online
         if item.kind == "augmented" and self.online:
@@ -130,20 +168,30 @@ class TrainingSet(Dataset):
         real = [{"image": str(r.image), "mask": None if r.mask is None else str(r.mask), "type": r.defect_type}
                 for r in self.real]
         bases = [str(item.record.image) for item in self.items if item.kind == "augmented"]
+        copies = [str(item.record.image) for item in self.items if item.kind == "copy"]
         return {
             "layout": self.dataset.layout, "root": str(self.dataset.root), "split": self.dataset.split,
             "options": self.dataset.options(), "setting": self.setting, "shots": self.shots, "seed": self.seed,
-            "positive_fraction": self.positive_fraction, "flip_real": self.flip_real,
+            "positive_fraction": self.positive_fraction, "flip_real": self.flip_real, "oversample": self.oversample,
             "augmenter": None if self.augmenter is None else repr(self.augmenter),
             "counts": self.counts(), "real_defects": real,
             "normals": {"count": len(normals), "sha256": digest_paths(normals)},
             "augmented_bases": {"count": len(bases), "sha256": digest_paths(bases)},
+            "copied_defects": {"count": len(copies), "sha256": digest_paths(copies)},
         }
 
     def save_record(self, path: str | Path) -> Path:
         """Write :meth:`record` as JSON to ``path`` (atomically) and return the path."""
         write_text(json.dumps(self.record(), indent=2) + "\n", Path(path))
         return Path(path)
+
+
+def dihedral(tensor: torch.Tensor, name: str) -> torch.Tensor:
+    """``tensor`` (..., H, W) under the :data:`DIHEDRAL` transform ``name``, its tv_tensor type kept."""
+    if name not in DIHEDRAL:
+        raise ValueError(f"unknown transform {name!r}; choose one of {', '.join(DIHEDRAL)}")
+    result = _DIHEDRAL_OPS[name](tensor.as_subclass(torch.Tensor))
+    return tv_tensors.wrap(result, like=tensor) if isinstance(tensor, tv_tensors.TVTensor) else result
 
 
 def digest_paths(paths: list[str]) -> str:
