@@ -22,7 +22,7 @@ from inout_aug.bench.report import gap_share, markdown, paired_difference, prove
 from inout_aug.bench.runner import NO_POSITIVES, NO_SD_WEIGHTS, NOT_FULL, Benchmark, Run, git_state, plan
 from inout_aug.core.io import write_png
 from inout_aug.core.settings import SettingsError
-from inout_aug.data.layouts import KolektorSDD
+from inout_aug.data.layouts import KolektorSDD, open_dataset
 from inout_aug_cli.main import cli
 
 
@@ -122,6 +122,16 @@ def test_data_views_hold_out_normals_and_never_mix_splits(folder_data):
     inside, outside = defect["image"][0][defect["mask"]].float(), defect["image"][0][~defect["mask"]].float()
     assert defect["label"] == 1 and inside.mean() < 60 < 110 < outside.mean()  # the mask moved with the image
     assert data.record()["validation"]["defects"] == 0
+
+
+def test_a_holdout_of_the_training_split_stands_in_for_the_test_split(folder_data):
+    data = open_bench_data(folder_data, (40, 32), val_fraction=0.2, holdout=0.25)
+    training_split = {r.image for r in open_dataset(folder_data, "folder", "train").records}
+    train, val, test = ({r.image for r in v.records} for v in (data.train, data.validation, data.test))
+    assert test <= training_split and train <= training_split and val <= training_split  # no test-split image
+    assert not (train & val or train & test or val & test) and len(train | val | test) == len(training_split)
+    assert data.test.defects() and data.test.normals() and data.train.defects()
+    assert {r.image for r in open_bench_data(folder_data, (40, 32), 0.2, holdout=0.25).test.records} == test
 
 
 def test_frozen_blocks_and_model_input():

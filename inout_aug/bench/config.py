@@ -31,7 +31,8 @@ class BenchConfig:
     statistics; ``frozen_blocks`` keeps the stem and that many first blocks fixed (a CPU budget).
     ``val_fraction`` of the training split's normal images is held out: the decision threshold is the score that
     a share ``false_alarm_rate`` of them exceeds, so it is chosen without test data and without positives
-    (zero-shot has none).
+    (zero-shot has none). ``holdout`` > 0 never reads the test split: a seeded share of the training split (of
+    each defect type and of the normals) is scored instead, to choose settings without looking at test scores.
 
     Every method but ``none_unbalanced`` fills ``positive_fraction`` of its training set with positives (made
     defects; for ``none``, copies of the real ones under random flips and 90° rotations), so all see the same
@@ -50,6 +51,7 @@ class BenchConfig:
     weights: str | None = "package"
     image_size: tuple[int, int] = (128, 128)
     resize: str = "pad"
+    holdout: float = 0.0
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -82,6 +84,7 @@ class BenchConfig:
         self.in_ratios = tuple(check_probability("in_ratios", r) for r in self.in_ratios)
         checks = [
             (min(self.image_size) >= 32, f"image_size must be at least 32x32, got {self.image_size}"),
+            (0 <= self.holdout < 1, f"holdout must lie in [0, 1), got {self.holdout}"),
             (self.resize in RESIZE_MODES, f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}"),
             (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
             (self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}"),

@@ -15,6 +15,8 @@ from inout_aug.data.training import digest_paths
 
 #: The validation normals are drawn with this seed whatever the run's seed: every run is judged alike.
 VALIDATION_SEED = 0
+#: The held-out share of the training split that stands in for the test split when choosing settings.
+HOLDOUT_SEED = 1
 #: How an image meets the benchmark's size: keeping its aspect ratio, with reflected margins, or stretched.
 RESIZE_MODES = ("pad", "squash")
 
@@ -120,19 +122,26 @@ class BenchData:
 
 
 def open_bench_data(root: str | Path, size: tuple[int, int], val_fraction: float, layout: str | None = None,
-                    options: dict[str, Any] | None = None, resize: str = "pad") -> BenchData:
+                    options: dict[str, Any] | None = None, resize: str = "pad", holdout: float = 0.0) -> BenchData:
     """The train/validation/test views of the dataset at ``root`` (see :class:`BenchData`), resized by ``resize``
-    (see :class:`ResizedView`)."""
+    (see :class:`ResizedView`). With ``holdout`` > 0 the test split is never read: a seeded share ``holdout`` of
+    the training split (of each defect type and of the normals) is scored instead, for choosing settings."""
     train = open_dataset(root, layout, "train", **(options or {}))
-    test = open_dataset(root, train.layout, "test", **(options or {}))
-    normals = train.normals()
+    if holdout:
+        records, scored = stratified_split(train.records, holdout, HOLDOUT_SEED)
+        test, test_records = train, scored
+    else:
+        records = train.records
+        test = open_dataset(root, train.layout, "test", **(options or {}))
+        test_records = test.records
+    normals = [r for r in records if r.label == 0]
     if len(normals) < 2:
         raise ValueError(f"{train!r} holds {len(normals)} normal images: a benchmark needs some to train on and "
                          "some to hold out for the decision threshold")
     kept, held_out = stratified_split(normals, val_fraction, VALIDATION_SEED)
     cache: dict[str, dict[str, Any]] = {}
     return BenchData(
-        train=ResizedView(train, kept + train.defects(), size, cache, resize),
+        train=ResizedView(train, kept + [r for r in records if r.label == 1], size, cache, resize),
         validation=ResizedView(train, held_out, size, cache, resize),
-        test=ResizedView(test, test.records, size, cache, resize),
+        test=ResizedView(test, test_records, size, cache, resize),
     )

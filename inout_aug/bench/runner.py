@@ -119,7 +119,7 @@ class Benchmark:
         self.config, self.out = config, Path(out)
         self.log = log or _stderr
         self.data: BenchData = open_bench_data(data, config.image_size, config.val_fraction, config.layout,
-                                               config.data_options, resize=config.resize)
+                                               config.data_options, resize=config.resize, holdout=config.holdout)
         self.runs, self.skipped = plan(config)
 
     def result_path(self, run: Run) -> Path:
