@@ -116,7 +116,7 @@ def test_real_masks_of_one_defect_type_from_a_dataset(tmp_path):
     assert len(RealMasks(tmp_path).shapes) == 2
     dents = RealMasks(tmp_path, scale=(1.0, 1.0), defect_type="dent")
     assert set(dents.draw(10, (30, 30), torch.Generator()).flatten(1).sum(1).tolist()) == {64}
-    with pytest.raises(ValueError, match="no masked defects of type 'hole'.*types: dent, scratch"):
+    with pytest.raises(ValueError, match="no defects of type 'hole'.*types: dent, scratch"):
         RealMasks(tmp_path, defect_type="hole")
 
 

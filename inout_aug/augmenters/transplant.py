@@ -293,12 +293,7 @@ def _records(path: Path, defect_type: str | None, shots: int | Sequence[str | os
             raise LayoutError(f"Transplant: {path} is neither a dataset nor a folder of defect/ (and masks/) "
                               f"images: {error}") from None
         dataset = _DefectFolder(path, split)
-    pool = dataset.defects()
-    if defect_type is not None:
-        pool = [r for r in pool if r.defect_type == defect_type]
-        if not pool:
-            types = sorted({r.defect_type for r in dataset.defects()})
-            raise ValueError(f"Transplant: no defects of type {defect_type!r} in {path}; types: {', '.join(types)}")
+    pool = dataset.defects(defect_type)
     if isinstance(shots, int):
         pool = choose_defects(pool, "few", shots, shots_seed)
     elif shots is not None:

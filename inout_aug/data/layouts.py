@@ -107,9 +107,14 @@ class Layout(Dataset, ABC):
         """The normal (label 0) records of this split."""
         return [record for record in self.records if record.label == 0]
 
-    def defects(self) -> list[Record]:
-        """The defective (label 1) records of this split."""
-        return [record for record in self.records if record.label == 1]
+    def defects(self, defect_type: str | None = None) -> list[Record]:
+        """The defective (label 1) records of this split, only those of ``defect_type`` when given (a type with no
+        defect here is a ValueError naming the types there are)."""
+        found = [r for r in self.records if r.label == 1 and defect_type in (None, r.defect_type)]
+        if defect_type is not None and not found:
+            types = sorted({r.defect_type for r in self.records if r.label == 1})
+            raise ValueError(f"no defects of type {defect_type!r} in {self!r}; types: {', '.join(types)}")
+        return found
 
     def __len__(self) -> int:
         return len(self.records)

@@ -64,12 +64,10 @@ def _load_masks(path: Path, defect_type: str | None) -> list[torch.Tensor]:
             raise ValueError(f"a defect type ({defect_type!r}) needs a dataset; {path} is a plain folder") from None
         return [read_image(p).amax(0) >= 128 for p in list_images(path)]
     dataset = open_dataset(path, layout, "all")
-    records = [r for r in dataset.defects() if r.mask is not None]
-    if defect_type is not None:
-        records = [r for r in records if r.defect_type == defect_type]
-        if not records:
-            types = sorted({r.defect_type for r in dataset.defects()})
-            raise ValueError(f"no masked defects of type {defect_type!r} in {path}; types: {', '.join(types)}")
+    records = [r for r in dataset.defects(defect_type) if r.mask is not None]
+    if not records:
+        raise ValueError(f"no masked defects{'' if defect_type is None else f' of type {defect_type!r}'} in {path}: "
+                         "give a dataset with mask files, or a folder of mask images")
     return [read_mask(r.mask, dataset.mask_threshold) for r in records]
 
 

@@ -34,13 +34,7 @@ def finetune(backend: str, data: str | Path, out: str | Path, *, setting: str = 
     """
     out = Path(out)
     dataset = open_dataset(data, layout, split, **(data_options or {}))
-    defects = dataset.defects()
-    if defect_type is not None:
-        defects = [r for r in defects if r.defect_type == defect_type]
-        if not defects:
-            types = sorted({r.defect_type for r in dataset.defects()})
-            raise ValueError(f"no defects of type {defect_type!r} in {dataset!r}; types: {', '.join(types)}")
-    chosen = choose_defects(defects, setting, shots if setting == "few" else None, seed)
+    chosen = choose_defects(dataset.defects(defect_type), setting, shots if setting == "few" else None, seed)
     if backend == "ddpm":
         used = finetune_ddpm(dataset, chosen, out, preset, overrides, seed, progress)
     elif backend == "sd":
