@@ -211,7 +211,8 @@ def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: in
 @click.option("--layout", type=click.Choice(["auto", *LAYOUTS]), default="auto", show_default=True)
 @click.option("--split", default="train", show_default=True)
 @click.option("--data-option", "-d", "data_pairs", multiple=True, metavar="KEY=VALUE", help="Dataset layout option.")
-@click.option("--preset", default=None, help="Named settings [ddpm: default, smoke; sd: paper, smoke].")
+@click.option("--preset", default=None,
+              help="Named settings [ddpm: default, smoke, inpaint (v2), inpaint-smoke; sd: paper, smoke].")
 @click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
               help="Override one setting of the preset, repeatable (e.g. --set steps=2000 --set rank=16).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,

@@ -39,7 +39,9 @@ class DiffusionDefect(Augmenter):
       ``lora``, merged at ``lora_scale``) in ``mode="inpaint"`` (an inpainting checkpoint, as DIAG) or
       ``mode="txt2img"`` (the paper: a whole new image, weak label). Inpainting masks are real defect masks
       from ``masks`` (a dataset, its defects of ``mask_type`` only when given, or a folder of mask images),
-      turned, scaled and placed at random, or MemSeg's Perlin regions when ``masks`` is None.
+      turned, scaled and placed at random, or MemSeg's Perlin regions when ``masks`` is None. A ddpm model of
+      kind "inpaint" (v2, one class per defect type) paints defects of ``mask_type``, or without it of a type
+      drawn per image.
 
     A setting that means nothing for the chosen source (``prompt`` or ``lora`` with a bank, ``fit`` with a model,
     a prompt for the ddpm backend) is an error, not ignored. A replaced image's outcome is ``Outcome.REPLACED``;
@@ -120,6 +122,13 @@ class DiffusionDefect(Augmenter):
             self.model, self.hashes = _load_backend(backend, mode, Path(model), lora,
                                                     0.65 if lora_scale is None else lora_scale, device)
         self.keeps_outside = self.model is not None and mode == "inpaint"
+        # A ddpm model of kind "inpaint" paints defects of mask_type (an unknown type fails here, naming the
+        # model's), or without it a type drawn per image.
+        self._type_kwargs: dict[str, str | None] = {}
+        if backend == "ddpm" and self.model is not None and self.model.config.kind == "inpaint":
+            if mask_type is not None:
+                self.model.class_of(mask_type)
+            self._type_kwargs = {"defect_type": mask_type}
 
     @property
     def replaces(self) -> bool:
@@ -158,7 +167,7 @@ class DiffusionDefect(Augmenter):
             generator = [torch.Generator().manual_seed(s) for s in seed] if per_sample else \
                 torch.Generator().manual_seed(seed)
             made = self.model.inpaint(image, mask, generator=generator, steps=self.steps, guidance=self.guidance,
-                                      scheduler=self.scheduler)
+                                      scheduler=self.scheduler, **self._type_kwargs)
         else:
             from inout_aug.models import sd
 

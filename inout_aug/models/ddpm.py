@@ -48,6 +48,9 @@ LIMITATIONS = (
     "one defect class: it makes defects like the real ones it was trained on, nothing else",
     "works on square patches: a mask window larger than the patch is generated at lower resolution and upscaled",
 )
+#: Model kinds: "repaint" (v1, this module: blended sampling with resampling jumps) and "inpaint" (v2,
+#: :mod:`inout_aug.models.ddpm_inpaint`: a UNet conditioned on the hole and its context, one class per defect type).
+KINDS = ("repaint", "inpaint")
 SCHEDULERS = ("ddim", "dpm++")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 CONFIG_FILE = "config.json"
@@ -57,12 +60,15 @@ _WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 @dataclass
 class DDPMConfig:
-    """Settings of a ddpm model and its training; ``preset("default")`` and ``preset("smoke")`` are ready-made.
+    """Settings of a ddpm model and its training; see :data:`PRESETS` for the ready-made ones.
 
+    ``kind`` "repaint" is v1 (this module), "inpaint" v2 (:mod:`inout_aug.models.ddpm_inpaint`, which says how
+    it reads ``defect_share``, ``types`` and the loss; ``defect_weight`` and ``resample`` are v1's only).
     ``window_scale``: the square window around a defect is this many times its bounding box's longer side
     (at least ``patch_size``), both for training crops and for inpainting; a larger window is resized to the patch.
     """
 
+    kind: str = "repaint"
     patch_size: int = 64
     channels: int | None = None  # 1 or 3; None: from the training images (3 if any is RGB)
     block_out_channels: tuple[int, ...] = (16, 32, 64)
@@ -82,11 +88,17 @@ class DDPMConfig:
     ema: bool = True
     ema_decay: float = 0.995
     seed: int = 0
+    types: tuple[str, ...] = ()  # inpaint: the defect types, class k + 1 (0: surface); (): from the training defects
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        self.types = tuple(self.types)
         levels = 2 ** (len(self.block_out_channels) - 1)
         checks = [
+            (self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}"),
+            (not self.types or self.kind == "inpaint", "types name the classes of kind='inpaint' models only"),
+            (all(isinstance(t, str) and t for t in self.types) and len(set(self.types)) == len(self.types),
+             f"types must be distinct non-empty names, got {self.types}"),
             (self.patch_size >= 8 and self.patch_size % levels == 0,
              f"patch_size must be at least 8 and a multiple of {levels}, got {self.patch_size}"),
             (self.channels in (None, 1, 3), f"channels must be 1, 3 or None, got {self.channels}"),
@@ -110,6 +122,7 @@ class DDPMConfig:
         """JSON-ready settings."""
         out = asdict(self)
         out["block_out_channels"] = list(self.block_out_channels)
+        out["types"] = list(self.types)
         return out
 
     @classmethod
@@ -119,14 +132,19 @@ class DDPMConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DDPMConfig:
-        """A named preset: "default" (2000 steps, about 11 minutes on a 2-core CPU) or "smoke" (seconds, for tests)."""
+        """A named preset of :data:`PRESETS` with ``overrides`` on top."""
         return settings_from_preset(cls, PRESETS, name, overrides, what="ddpm")
 
 
+_SMOKE = {"patch_size": 16, "block_out_channels": (8, 16), "norm_groups": 4, "batch_size": 8, "steps": 20,
+          "num_train_timesteps": 100}
+#: "default": v1, 2000 steps, about 11 minutes on a 2-core CPU; "inpaint": v2 (48-pixel patches, 3000 steps);
+#: "smoke" and "inpaint-smoke": seconds, for tests.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "smoke": {"patch_size": 16, "block_out_channels": (8, 16), "norm_groups": 4, "batch_size": 8, "steps": 20,
-              "num_train_timesteps": 100},
+    "smoke": _SMOKE,
+    "inpaint": {"kind": "inpaint", "patch_size": 48, "steps": 3000},
+    "inpaint-smoke": {**_SMOKE, "kind": "inpaint"},
 }
 
 
@@ -168,7 +186,8 @@ class DDPMDefectModel:
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> DDPMDefectModel:
-        """The model :meth:`save` wrote to ``folder``, on ``device``."""
+        """The model :meth:`save` wrote to ``folder``, on ``device``, of the kind its config names (called on either
+        class): a :class:`DDPMDefectModel`, or an :class:`~inout_aug.models.ddpm_inpaint.InpaintDefectModel`."""
         folder = Path(folder)
         needed = [folder / CONFIG_FILE, folder / UNET_FOLDER / CONFIG_FILE, folder / UNET_FOLDER / _WEIGHTS_FILE]
         missing = [str(p.relative_to(folder)) for p in needed if not p.is_file()]
@@ -179,7 +198,11 @@ class DDPMDefectModel:
             )
         config = DDPMConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
         unet = UNet2DModel.from_pretrained(folder / UNET_FOLDER).to(device)
-        return cls(config, unet)
+        if config.kind == "inpaint":
+            from inout_aug.models.ddpm_inpaint import InpaintDefectModel
+
+            return InpaintDefectModel(config, unet)
+        return DDPMDefectModel(config, unet)
 
     @torch.no_grad()
     def inpaint(self, images: torch.Tensor, masks: torch.Tensor, *,
@@ -200,6 +223,17 @@ class DDPMDefectModel:
         if resample is None:
             resample = self.config.resample if scheduler == "ddim" else 0
         _check_inputs(images, masks, scheduler, steps, resample)
+        scale = self.config.guidance_scale if guidance is None else float(guidance)
+        return self._in_windows(images, masks, generator, lambda known, holes, rows_generator: self._sample(
+            known, holes, rows_generator, steps, scale, scheduler, resample))
+
+    def _in_windows(self, images: torch.Tensor, masks: torch.Tensor,
+                    generator: torch.Generator | Sequence[torch.Generator],
+                    sample: Callable[[torch.Tensor, torch.Tensor, torch.Generator | list[torch.Generator]],
+                                     torch.Tensor]) -> torch.Tensor:
+        """:meth:`inpaint`'s windows: each image's window cut and resized to the patch, ``sample(known, holes,
+        generator)`` run on them in [-1, 1] (with the generators of the images that have a mask), the results
+        resized back and pasted inside the masks."""
         out = images.clone()
         masks = masks.to(images.device)
         rows = [i for i in range(len(images)) if masks[i].any()]
@@ -212,12 +246,11 @@ class DDPMDefectModel:
                              for i, (t, x, h, w) in zip(rows, boxes)])
         holes = torch.stack([_patch(masks[i, t:t + h, x:x + w][None].float(), p) > 0
                              for i, (t, x, h, w) in zip(rows, boxes)])
-        scale = self.config.guidance_scale if guidance is None else float(guidance)
         if not isinstance(generator, torch.Generator):
             if len(generator) != len(images):
                 raise ValueError(f"give one generator, or one per image ({len(images)}), not {len(generator)}")
             generator = [generator[i] for i in rows]
-        made = self._sample(known * 2 - 1, holes, generator, steps, scale, scheduler, resample)
+        made = sample(known * 2 - 1, holes, generator)
         made = (made + 1) / 2
         for k, (i, (t, x, h, w)) in enumerate(zip(rows, boxes)):
             back = match_channels(F.resize(made[k:k + 1], [h, w], antialias=True)[0], images.shape[1])
@@ -235,22 +268,9 @@ class DDPMDefectModel:
         sched.set_timesteps(steps)
         alphas = sched.alphas_cumprod.to(device)
         labels = torch.full((len(known),), DEFECT, dtype=torch.long, device=device)
-        if guidance != 1:
-            labels = torch.cat([labels, torch.full_like(labels, NULL)])
 
         def noise() -> torch.Tensor:
-            if isinstance(generator, torch.Generator):
-                return torch.randn(known.shape, generator=generator, device=generator.device).to(device)
-            each = [torch.randn(known.shape[1:], generator=g, device=g.device) for g in generator]
-            return torch.stack(each).to(device)
-
-        def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            both = x if guidance == 1 else torch.cat([x, x])
-            out = self.unet(both, t.to(device).expand(len(both)), class_labels=labels).sample
-            if guidance == 1:
-                return out
-            cond, uncond = out.chunk(2)
-            return uncond + guidance * (cond - uncond)
+            return _noise(known.shape, generator, device)
 
         x = noise()
         gap = self.config.num_train_timesteps // steps
@@ -258,7 +278,7 @@ class DDPMDefectModel:
             a = alphas[t]
             for jump in range(resample + 1):
                 x = torch.where(holes, x, a.sqrt() * known + (1 - a).sqrt() * noise())
-                x_prev = sched.step(eps(x, t), t, x).prev_sample
+                x_prev = sched.step(_guided_eps(self.unet, x, t, labels, NULL, guidance), t, x).prev_sample
                 if jump == resample or t - gap < 0:
                     break
                 ratio = a / alphas[t - gap]  # back from t - gap to t: the RePaint resampling jump
@@ -276,6 +296,22 @@ def train_ddpm(normals: Sequence[torch.Tensor], defects: Sequence[tuple[torch.Te
     ``class_dropout`` of the labels become the null class for classifier-free guidance. Seeded by
     ``config.seed``: the same inputs give the same weights on CPU. ``progress`` shows a bar with the loss on stderr.
     """
+    config, normals, defects = _training_inputs(normals, defects, config)
+    n_defect = round(config.batch_size * config.defect_share)
+    labels = torch.tensor([DEFECT] * n_defect + [NORMAL] * (config.batch_size - n_defect))
+    sides = [max(_window(mask, config)[2:]) for _, mask in defects]
+
+    def draw(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
+        return *_batch(normals, defects, sides, n_defect, config, generator), labels, None
+
+    return DDPMDefectModel(config, _train(config, draw, progress, device))
+
+
+def _training_inputs(
+    normals: Sequence[torch.Tensor], defects: Sequence[tuple[torch.Tensor, torch.Tensor]], config: DDPMConfig,
+) -> tuple[DDPMConfig, list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Checked training images: ``config`` with its channels set (from the images when None), the normals and the
+    (image, bool mask) defects in those channels."""
     if not defects:
         raise ValueError(ZERO_SHOT_ERROR)
     if not normals:
@@ -289,27 +325,39 @@ def train_ddpm(normals: Sequence[torch.Tensor], defects: Sequence[tuple[torch.Te
     config = DDPMConfig.from_dict({**config.to_dict(), "channels": channels})
     normals = [match_channels(x, channels) for x in normals]
     defects = [(match_channels(x, channels), m.bool()) for x, m in defects]
+    return config, normals, defects
+
+
+#: A training batch from a generator: patches in [-1, 1], per-pixel loss weights (B, 1, P, P), class labels and
+#: the context channels fed to the UNet beside the noisy patches (None: none).
+Draw = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]
+
+
+def _train(config: DDPMConfig, draw: Draw, progress: bool, device: str | torch.device) -> UNet2DModel:
+    """The UNet of ``config`` trained on batches from ``draw`` (seeded by ``config.seed``; EMA weights when
+    ``config.ema``): noise prediction, loss weighted per pixel, ``class_dropout`` of the labels made the null
+    class (the last one)."""
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         unet = _build_unet(config).to(device).train()
+    null = unet.config.num_class_embeds - 1
     average = copy.deepcopy(unet).eval() if config.ema else unet
     noise_scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
     warmup = max(1, min(100, config.steps // 10))
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, config.steps))
-    n_defect = round(config.batch_size * config.defect_share)
-    labels = torch.tensor([DEFECT] * n_defect + [NORMAL] * (config.batch_size - n_defect))
-    sides = [max(_window(mask, config)[2:]) for _, mask in defects]
     running = math.nan
     with _progress(config.steps, progress, lambda: f"loss {running:.4f}") as bar:
         for step in bar:
-            batch, weight = _batch(normals, defects, sides, n_defect, config, generator)
+            batch, weight, labels, context = draw(generator)
             dropped = torch.rand(len(labels), generator=generator) < config.class_dropout
             noise = torch.randn(batch.shape, generator=generator)
             t = torch.randint(config.num_train_timesteps, (len(batch),), generator=generator)
             noisy = noise_scheduler.add_noise(batch, noise, t).to(device)
-            pred = unet(noisy, t.to(device), class_labels=labels.masked_fill(dropped, NULL).to(device)).sample
+            if context is not None:
+                noisy = torch.cat([noisy, context.to(device)], 1)
+            pred = unet(noisy, t.to(device), class_labels=labels.masked_fill(dropped, null).to(device)).sample
             loss = ((pred - noise.to(device)) ** 2 * weight.to(device)).mean() / weight.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -321,16 +369,20 @@ def train_ddpm(normals: Sequence[torch.Tensor], defects: Sequence[tuple[torch.Te
                     for slow, fast in zip(average.parameters(), unet.parameters()):
                         slow.lerp_(fast, 1 - decay)
             running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
-    return DDPMDefectModel(config, average)
+    return average
 
 
 def _build_unet(config: DDPMConfig) -> UNet2DModel:
+    """An untrained UNet of ``config``: repaint sees the noisy patch, with classes normal, defect and null;
+    inpaint also the patch with its hole zeroed and the hole, with classes surface, ``types`` and null."""
     levels = len(config.block_out_channels)
+    inpaint = config.kind == "inpaint"
     return UNet2DModel(
-        sample_size=config.patch_size, in_channels=config.channels, out_channels=config.channels,
-        block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
-        down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
-        norm_num_groups=config.norm_groups, class_embed_type=None, num_class_embeds=3,
+        sample_size=config.patch_size, in_channels=2 * config.channels + 1 if inpaint else config.channels,
+        out_channels=config.channels, block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block, down_block_types=("DownBlock2D",) * levels,
+        up_block_types=("UpBlock2D",) * levels, norm_num_groups=config.norm_groups, class_embed_type=None,
+        num_class_embeds=len(config.types) + 2 if inpaint else 3,
     )
 
 
@@ -370,6 +422,25 @@ def _progress(steps: int, show: bool, status: Callable[[], str]) -> Iterator[Ite
                 yield step
                 bar.set_postfix_str(status(), refresh=False)
         yield steps_with_status()
+
+
+def _noise(shape: torch.Size, generator: torch.Generator | list[torch.Generator],
+           device: torch.device) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``device``, from one generator or one per row."""
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=generator.device).to(device)
+    return torch.stack([torch.randn(shape[1:], generator=g, device=g.device) for g in generator]).to(device)
+
+
+def _guided_eps(unet: UNet2DModel, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, null: int,
+                guidance: float) -> torch.Tensor:
+    """The UNet's noise prediction for ``x`` at ``t`` under ``labels``, with classifier-free ``guidance`` against
+    the ``null`` class (one UNet call on the doubled batch), or without guidance when ``guidance`` is 1."""
+    if guidance == 1:
+        return unet(x, t.to(x.device).expand(len(x)), class_labels=labels).sample
+    both = torch.cat([labels, torch.full_like(labels, null)])
+    cond, uncond = unet(torch.cat([x, x]), t.to(x.device).expand(2 * len(x)), class_labels=both).sample.chunk(2)
+    return uncond + guidance * (cond - uncond)
 
 
 def _check_inputs(images: torch.Tensor, masks: torch.Tensor, scheduler: str, steps: int, resample: int) -> None:

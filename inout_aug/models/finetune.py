@@ -54,17 +54,26 @@ def finetune(backend: str, data: str | Path, out: str | Path, *, setting: str = 
 def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None = None,
                   overrides: dict[str, Any] | None = None, seed: int = 0, progress: bool = True) -> list[Path]:
     """Train the ddpm backend on every normal image of ``dataset`` (anything with ``normals()`` and
-    ``mask_threshold``, e.g. a layout) and the ``chosen`` defects; write it to ``out``; return the files used."""
+    ``mask_threshold``, e.g. a layout) and the ``chosen`` defects; write it to ``out``; return the files used.
+
+    The preset's ``kind`` picks the model: v1 ("repaint", the default) or v2 ("inpaint", e.g. ``preset="inpaint"``
+    or ``overrides={"kind": "inpaint"}``), whose classes are the chosen defects' types."""
     from inout_aug.models.ddpm import DDPMConfig, train_ddpm
+    from inout_aug.models.ddpm_inpaint import train_inpaint
 
     if not chosen:
         raise ValueError(ZERO_SHOT_DDPM)
     config = DDPMConfig.preset(preset or "default", **{"seed": seed, **(overrides or {})})
     normals = dataset.normals()
-    pairs = [(read_image(r.image), read_mask(r.mask, dataset.mask_threshold)) for r in chosen if r.mask is not None]
-    if not pairs:
+    typed = [(read_image(r.image), read_mask(r.mask, dataset.mask_threshold), r.defect_type)
+             for r in chosen if r.mask is not None]
+    if not typed:
         raise ValueError("the ddpm backend needs defect masks (it paints inside them): the chosen defects have none")
-    model = train_ddpm([read_image(r.image) for r in normals], pairs, config, progress=progress)
+    images = [read_image(r.image) for r in normals]
+    if config.kind == "inpaint":
+        model = train_inpaint(images, typed, config, progress=progress)
+    else:
+        model = train_ddpm(images, [(image, mask) for image, mask, _ in typed], config, progress=progress)
     model.save(out)
     return [r.image for r in normals] + [r.image for r in chosen]
 

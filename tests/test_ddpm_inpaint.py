@@ -1,0 +1,228 @@
+"""The ddpm backend's inpaint kind (v2): a UNet conditioned on the hole and its context, one class per defect
+type, sampled without resampling jumps; tiny models on a folder dataset with two defect types."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+pytest.importorskip("diffusers")
+
+from inout_aug.augmenters.diffusion import DiffusionDefect  # noqa: E402
+from inout_aug.core.io import write_png  # noqa: E402
+from inout_aug.core.settings import SettingsError  # noqa: E402
+from inout_aug.models.ddpm import DDPMConfig, DDPMDefectModel  # noqa: E402
+from inout_aug.models.ddpm_inpaint import SURFACE, InpaintDefectModel, _window_batch, train_inpaint  # noqa: E402
+from inout_aug.models.finetune import finetune  # noqa: E402
+from inout_aug_cli.main import cli  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TYPES = ("blob", "crack")  # sorted: classes 1 and 2
+
+
+def _surface(seed: int, c: int = 1, size: int = 32) -> torch.Tensor:
+    """A grey-ish noisy surface, (C, H, W) uint8."""
+    return (100 + 40 * torch.rand(c, size, size, generator=torch.Generator().manual_seed(seed))).to(torch.uint8)
+
+
+def _defect(seed: int, kind: str, c: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """A surface with a bright blob or a dark vertical crack (placed by ``seed``) and its mask."""
+    image, mask = _surface(seed, c), torch.zeros(32, 32, dtype=torch.bool)
+    top = 4 + seed % 16
+    if kind == "blob":
+        mask[top:top + 6, 10:16] = True
+    else:
+        mask[top:top + 12, 20:22] = True
+    image[:, mask] = 250 if kind == "blob" else 20
+    return image, mask
+
+
+def _masks(b: int, size: int = 32) -> torch.Tensor:
+    masks = torch.zeros(b, size, size, dtype=torch.bool)
+    for i in range(b):
+        masks[i, 3 + i:9 + i, 5:12] = True
+    return masks
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A folder layout: 4 normal images, 2 blobs and 2 cracks with their masks."""
+    root = tmp_path_factory.mktemp("data")
+    for i in range(4):
+        write_png(_surface(i), root / "normal" / f"n{i}.png")
+    for kind in TYPES:
+        for i in range(2):
+            image, mask = _defect(10 + i, kind)
+            write_png(image, root / "defect" / kind / f"{kind}{i}.png")
+            write_png(mask[None].to(torch.uint8) * 255, root / "masks" / kind / f"{kind}{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_path(dataset, tmp_path_factory):
+    """A v2 model trained from the command line (full-shot, inpaint-smoke preset)."""
+    out = tmp_path_factory.mktemp("models") / "inpaint"
+    result = CliRunner().invoke(cli, ["finetune", "--backend", "ddpm", "--data", str(dataset), "--setting", "full",
+                                      "--split", "all", "--preset", "inpaint-smoke", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(model_path) -> InpaintDefectModel:
+    return DDPMDefectModel.load(model_path)
+
+
+def _inpaint(model: InpaintDefectModel, images: torch.Tensor, masks: torch.Tensor, seed: int = 0,
+             **kw) -> torch.Tensor:
+    return model.inpaint(images, masks, generator=torch.Generator().manual_seed(seed), steps=4, **kw)
+
+
+def test_finetune_saves_a_model_that_loads_as_the_inpaint_kind(model_path, model):
+    config = json.loads((model_path / "config.json").read_text())
+    assert config["kind"] == "inpaint" and config["types"] == list(TYPES)
+    assert (model_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert type(model) is InpaintDefectModel and type(InpaintDefectModel.load(model_path)) is InpaintDefectModel
+    assert model.types == TYPES and [model.class_of(t) for t in TYPES] == [1, 2]
+    assert model.unet.config.in_channels == 2 * 1 + 1  # noisy patch, masked patch, hole
+    assert model.unet.config.num_class_embeds == len(TYPES) + 2  # surface, the types, null
+    record = json.loads((model_path / "training_data.json").read_text())
+    assert sum("/defect/" in f["image"] for f in record["files"]) == 4
+
+
+def test_kind_is_a_setting_and_v1_stays_the_default(dataset, tmp_path):
+    finetune("ddpm", dataset, tmp_path / "v2", setting="few", shots=1, split="all", preset="smoke",
+             overrides={"kind": "inpaint", "steps": 2}, progress=False)
+    loaded = DDPMDefectModel.load(tmp_path / "v2")
+    assert type(loaded) is InpaintDefectModel and len(loaded.types) == 1  # the one chosen defect's type
+    assert DDPMConfig().kind == "repaint" and DDPMConfig.preset("default").kind == "repaint"
+    assert DDPMConfig.preset("inpaint").kind == "inpaint"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        DDPMConfig(kind="outpaint")
+    with pytest.raises(ValueError, match="kind='inpaint' models only"):
+        DDPMConfig(types=("blob",))
+    with pytest.raises(SettingsError, match="unknown ddpm preset"):
+        DDPMConfig.preset("inpaint-huge")
+
+
+def test_training_is_seeded_takes_channels_and_checks_types():
+    defects = [(*_defect(10, "blob", 3), "blob"), (*_defect(11, "crack"), "crack")]
+    config = DDPMConfig.preset("inpaint-smoke", steps=3)
+    a = train_inpaint([_surface(0), _surface(1)], defects, config, progress=False)
+    b = train_inpaint([_surface(0), _surface(1)], defects, config, progress=False)
+    assert a.config.channels == 3 and a.unet.config.in_channels == 7 and a.types == TYPES
+    sa, sb = a.unet.state_dict(), b.unet.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    given = train_inpaint([_surface(0)], defects[:1], DDPMConfig.preset("inpaint-smoke", steps=1, types=("x", "blob")),
+                          progress=False)
+    assert given.types == ("x", "blob") and given.class_of("blob") == 2
+    with pytest.raises(ValueError, match="crack are not among the configured types x"):
+        train_inpaint([_surface(0)], defects, DDPMConfig.preset("inpaint-smoke", types=("x",)), progress=False)
+    with pytest.raises(ValueError, match="use train_ddpm"):
+        train_inpaint([_surface(0)], defects, DDPMConfig.preset("smoke"), progress=False)
+    with pytest.raises(ValueError, match="few-shot"):
+        train_inpaint([_surface(0)], [], DDPMConfig.preset("inpaint-smoke"), progress=False)
+
+
+def test_training_batches_hold_defect_windows_then_surface_windows_with_holes():
+    config = DDPMConfig.preset("inpaint-smoke", channels=1, types=TYPES)
+    defects = [_defect(10, "blob"), _defect(11, "crack")]
+    batch, weight, labels, context = _window_batch([_surface(0)], defects, [1, 2], [16, 16], 3, config,
+                                                   torch.Generator().manual_seed(0))
+    assert batch.shape == (8, 1, 16, 16) and weight.shape == (8, 1, 16, 16) and context.shape == (8, 2, 16, 16)
+    assert set(labels[:3].tolist()) <= {1, 2} and labels[3:].eq(SURFACE).all()
+    assert weight.flatten(1).any(1).all() and torch.equal(context[:, 1:], weight)  # the loss is on the hole
+    assert torch.equal(context[:, :1], batch.masked_fill(weight > 0, 0))
+    assert (batch[:3][weight[:3] > 0] - batch[:3][weight[:3] == 0].mean()).abs().mean() > 0.5  # a defect in each hole
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_inpaint_changes_only_inside_the_mask_and_is_seeded(model, channels):
+    images = torch.rand(3, channels, 24, 30, generator=torch.Generator().manual_seed(5))
+    masks = torch.zeros(3, 24, 30, dtype=torch.bool)
+    for i in range(3):
+        masks[i, 4 + i:10 + i, 6:14 + 2 * i] = True
+    out = _inpaint(model, images, masks, defect_type="crack")
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert torch.equal(out.permute(1, 0, 2, 3)[:, ~masks], images.permute(1, 0, 2, 3)[:, ~masks])
+    assert (out != images).any(1)[masks].float().mean() > 0.9 and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(_inpaint(model, images, masks, defect_type="crack"), out)
+    assert not torch.equal(_inpaint(model, images, masks, seed=1, defect_type="crack"), out)
+    assert not torch.equal(_inpaint(model, images, masks, defect_type="blob"), out)
+    for kw in ({"scheduler": "dpm++"}, {"guidance": 1.0}, {}):
+        other = _inpaint(model, images, masks, **kw)
+        assert torch.equal(other.permute(1, 0, 2, 3)[:, ~masks], images.permute(1, 0, 2, 3)[:, ~masks])
+    empty = torch.zeros_like(masks)
+    assert torch.equal(_inpaint(model, images, empty), images)
+
+
+def _count_unet_calls(model: InpaintDefectModel, monkeypatch) -> list[tuple[int, list[int]]]:
+    """Record (batch size, class labels) of every UNet call."""
+    calls, forward = [], model.unet.forward
+
+    def counted(sample, timestep, class_labels=None, **kw):
+        calls.append((len(sample), class_labels.tolist()))
+        assert sample.shape[1] == 2 * model.config.channels + 1
+        return forward(sample, timestep, class_labels=class_labels, **kw)
+
+    monkeypatch.setattr(model.unet, "forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm++"])
+def test_sampling_calls_the_unet_once_per_step_without_resampling(model, monkeypatch, scheduler):
+    calls = _count_unet_calls(model, monkeypatch)
+    images, masks = torch.rand(2, 1, 32, 32), _masks(2)
+    model.inpaint(images, masks, generator=torch.Generator().manual_seed(0), steps=5, scheduler=scheduler,
+                  defect_type="blob")
+    assert len(calls) == 5 and all(n == 4 for n, _ in calls)  # guidance: conditional and null halves, one call
+    assert all(labels == [1, 1, 3, 3] for _, labels in calls)
+    calls.clear()
+    model.inpaint(images, masks, generator=torch.Generator().manual_seed(0), steps=3, guidance=1.0,
+                  scheduler=scheduler)
+    assert len(calls) == 3 and all(n == 2 for n, _ in calls)
+
+
+def test_defect_type_picks_a_class_or_one_is_drawn_per_image(model, monkeypatch):
+    with pytest.raises(ValueError, match="unknown defect type 'scratch': this model paints blob, crack"):
+        _inpaint(model, torch.rand(1, 1, 32, 32), _masks(1), defect_type="scratch")
+    calls = _count_unet_calls(model, monkeypatch)
+    images, masks = torch.rand(6, 1, 32, 32), _masks(6)
+    generators = [torch.Generator().manual_seed(s) for s in range(6)]
+    batch = model.inpaint(images, masks, generator=generators, steps=2)
+    drawn = calls[0][1][:6]
+    assert set(drawn) == {1, 2} and calls[1][1][:6] == drawn  # drawn once per image, from its generator
+    alone = model.inpaint(images[4:5], masks[4:5], generator=torch.Generator().manual_seed(4), steps=2)
+    assert calls[-1][1][0] == drawn[4]
+    torch.testing.assert_close(batch[4:5], alone, atol=1e-5, rtol=0)  # a batched pass may differ in the last bit
+
+
+def test_diffusion_defect_uses_an_inpaint_model_and_maps_mask_type_to_its_class(model_path, dataset, monkeypatch,
+                                                                                 tmp_path):
+    image = (_surface(7).float() / 255)[None].repeat(2, 1, 1, 1)
+    augment = DiffusionDefect(model=str(model_path), masks=str(dataset), mask_type="crack", steps=2, seed=0)
+    calls = _count_unet_calls(augment.model, monkeypatch)
+    out = augment.augment(image)
+    assert out.defect.all() and torch.equal(out.image[~out.mask[:, None]], image[~out.mask[:, None]])
+    assert all(set(labels) == {2, 3} for _, labels in calls)  # crack, and the null class
+    assert torch.equal(DiffusionDefect(model=str(model_path), masks=str(dataset), mask_type="crack", steps=2,
+                                       seed=0).augment(image).image, out.image)
+    plain = DiffusionDefect(model=str(model_path), steps=2, seed=0).augment(image)  # Perlin masks, drawn types
+    assert plain.defect.all() and torch.equal(plain.image[~plain.mask[:, None]], image[~plain.mask[:, None]])
+    image, mask = _defect(3, "crack")
+    write_png(image, tmp_path / "normal" / "n.png")
+    write_png(image, tmp_path / "defect" / "scratch" / "s.png")
+    write_png(mask[None].to(torch.uint8) * 255, tmp_path / "masks" / "scratch" / "s.png")
+    with pytest.raises(ValueError, match="unknown defect type 'scratch': this model paints blob, crack"):
+        DiffusionDefect(model=str(model_path), masks=str(tmp_path), mask_type="scratch")
+
+
+def test_generate_from_the_command_line_with_an_inpaint_model(model_path, dataset, tmp_path):
+    result = CliRunner().invoke(cli, ["generate", "-a", "diffusion", "-p", f"model={model_path}", "-p", "steps=2",
+                                      "-p", f"masks={dataset}", "-p", "mask_type=blob", "-i", str(dataset),
+                                      "-o", str(tmp_path / "out"), "-n", "3"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 3
