@@ -139,8 +139,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The In&Out authors' classifier protocol (PAPER.md): ResNet-50 from a user-given ImageNet weights file.
     "paper": {"model": "resnet50", "weights": REQUIRED, "image_size": (704, 256), "epochs": 30, "batch_size": 32,
               "learning_rate": 1e-4, "settings": ("zero", "few", "full"), "full_methods": ("*",)},
-    # EfficientNet-Lite0 with real ImageNet weights at a CPU budget; 5 seeds, full-shot none as the reference.
-    "cpu": {"image_size": (128, 128), "epochs": 5, "frozen_blocks": 2, "learning_rate": 3e-4,
+    # EfficientNet-Lite0 with real ImageNet weights at a CPU budget; 5 seeds, full-shot none as the reference; size
+    # and length chosen on a training-split holdout (benchmarks/results/size_sweep.md).
+    "cpu": {"image_size": (192, 192), "epochs": 5, "frozen_blocks": 2, "learning_rate": 3e-4,
             "ddpm_overrides": {"steps": 400}, "bank_size": 64},
     # The same path in minutes, for tests.
     "smoke": {"image_size": (64, 64), "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "seeds": (0,),
