@@ -14,10 +14,10 @@ import torch.nn.functional as nnf
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
 
-from inout_aug.augmenters.memseg.region import otsu_level
+from inout_aug.augmenters.memseg.region import foreground_region
 from inout_aug.core.augmenter import Augmenter
 from inout_aug.core.io import read_image
-from inout_aug.core.sample import as_float, grey, match_channels
+from inout_aug.core.sample import as_float, match_channels
 from inout_aug.data.layouts import FolderLayout, LayoutError, Record, open_dataset, read_mask
 from inout_aug.data.masks import bounding_box
 from inout_aug.data.training import choose_defects
@@ -162,7 +162,7 @@ class Transplant(Augmenter):
         xs = torch.arange(w, device=device).view(1, 1, w)
         low, high = low.to(device)[:, :, None, None], high.to(device)[:, :, None, None]
         allowed = (ys >= low[:, 0]) & (ys <= high[:, 0]) & (xs >= low[:, 1]) & (xs <= high[:, 1])
-        region = self._foreground(image)
+        region = foreground_region(image.float(), self.foreground)  # None: anywhere
         if region is not None:
             inside = allowed & region
             allowed = torch.where(inside.flatten(1).any(1)[:, None, None], inside, allowed)
@@ -170,13 +170,6 @@ class Transplant(Augmenter):
         wanted = (u.to(device, torch.float64) * count[:, -1]).long().clamp_max(count[:, -1] - 1)
         index = torch.searchsorted(count, wanted[:, None], right=True)[:, 0]
         return torch.stack([index // w, index % w], 1).float().cpu()
-
-    def _foreground(self, image: torch.Tensor) -> torch.Tensor | None:
-        """(N, H, W) bool: where a defect's centre may go, or None for anywhere."""
-        if self.foreground is None:
-            return None
-        values = grey(image.float())
-        return values > (otsu_level(values) if self.foreground == "otsu" else float(self.foreground))
 
     # -- the transplant -----------------------------------------------------------------------------------------
     def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

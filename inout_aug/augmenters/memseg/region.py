@@ -165,20 +165,26 @@ class MemSegRegion(Augmenter):
 
     def _foreground(self, image: torch.Tensor) -> torch.Tensor | None:
         """(N, H, W) bool region where defects may go, or None for everywhere."""
-        option = self.foreground
-        if option is None:
-            return None
-        if isinstance(option, torch.Tensor):
-            region = option
-        elif callable(option):
-            region = option(image)
-        elif option == "otsu":
-            values = grey(image)
-            region = values > otsu_level(values)
-        else:
-            region = grey(image) > float(option)
-        region = _as_region(region, image)
-        return ~region if self.foreground_invert else region
+        return foreground_region(image, self.foreground, self.foreground_invert)
+
+
+def foreground_region(image: torch.Tensor, option: Any, invert: bool = False) -> torch.Tensor | None:
+    """(N, H, W) bool region of a float (N, C, H, W) batch where defects may go, or None for everywhere: ``option``
+    is None, a grey level in [0, 1] (brighter pixels), ``"otsu"`` (each image's Otsu level), an (H, W) mask or a
+    function of the batch returning (N, H, W) masks; ``invert`` takes the complement."""
+    if option is None:
+        return None
+    if isinstance(option, torch.Tensor):
+        region = option
+    elif callable(option):
+        region = option(image)
+    elif option == "otsu":
+        values = grey(image)
+        region = values > otsu_level(values)
+    else:
+        region = grey(image) > float(option)
+    region = _as_region(region, image)
+    return ~region if invert else region
 
 
 def otsu_level(values: torch.Tensor) -> torch.Tensor:
