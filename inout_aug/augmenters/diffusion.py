@@ -52,6 +52,9 @@ class DiffusionDefect(Augmenter):
     """
 
     name = "diffusion"
+    # Live inpainting pastes the input back outside its mask itself; bank and txt2img images replace the sample
+    # whole (Outcome.REPLACED). Either way the base class has nothing to paste.
+    keeps_outside = True
 
     def __init__(
         self,
@@ -121,7 +124,6 @@ class DiffusionDefect(Augmenter):
         if model is not None:
             self.model, self.hashes = _load_backend(backend, mode, Path(model), lora,
                                                     0.65 if lora_scale is None else lora_scale, device)
-        self.keeps_outside = self.model is not None and mode == "inpaint"
         # A ddpm model of kind "inpaint" paints defects of mask_type (an unknown type fails here, naming the
         # model's), or without it a type drawn per image.
         self._type_kwargs: dict[str, str | None] = {}
