@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inout_aug.bench import metrics
 from inout_aug.bench.config import BenchConfig
 from inout_aug.bench.runner import Benchmark, git_state
 from inout_aug.core.io import write_text
@@ -81,7 +82,8 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def _mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+    mean, std = metrics.mean_std(values)
+    return f"{mean:.3f} ± {std:.3f}"
 
 
 if __name__ == "__main__":
