@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +20,17 @@ from inout_aug.bench.data import open_bench_data
 from inout_aug.bench.features import IMAGENET_MEAN, IMAGENET_STD
 from inout_aug.bench.metrics import average_precision
 from inout_aug.bench.report import gap_share, markdown, paired_difference, provenance, summarize
-from inout_aug.bench.runner import NO_POSITIVES, NO_SD_WEIGHTS, NOT_FULL, Benchmark, Run, git_state, plan
+from inout_aug.bench.runner import (
+    NO_POSITIVES,
+    NO_REAL_DEFECTS,
+    NO_SD_WEIGHTS,
+    NOT_FULL,
+    NOT_PADDED,
+    Benchmark,
+    Run,
+    git_state,
+    plan,
+)
 from inout_aug.core.io import write_png
 from inout_aug.core.settings import SettingsError
 from inout_aug.data.layouts import KolektorSDD, open_dataset
@@ -106,6 +117,20 @@ def test_plan_runs_every_combination_and_says_why_some_cannot_run():
     assert sweep[1].in_ratio == 0.0 and sweep[1].augmenter_name == "inout" and sweep[0].name(5) == "memseg-zero-seed0"
     with pytest.raises(ValueError, match="no registered augmenter matches 'nope\\*'; registered: .*memseg"):
         plan(BenchConfig.preset("cpu", methods=("nope*",)))
+
+
+def test_inout_takes_another_in_side_and_transplant_needs_real_defects_at_their_scale():
+    runs, skipped = plan(BenchConfig.preset("cpu", methods=("transplant", "inout+transplant"), seeds=(0,)))
+    assert [(r.method, r.setting) for r in runs] == [("transplant", "few"), ("inout+transplant", "few")]
+    assert skipped[("transplant", "zero")] == skipped[("inout+transplant", "zero")] == NO_REAL_DEFECTS
+    run = runs[1]
+    assert (run.augmenter_name, run.in_side, run.sources) == ("inout", "transplant", ("transplant", "memseg"))
+    assert Run("inout@1", "few", 0).sources == ("diffusion",) and Run("none", "few", 0).sources == ()
+    squashed = plan(BenchConfig.preset("cpu", methods=("transplant",), settings=("few",), resize="squash"))
+    assert squashed == ([], {("transplant", "few"): NOT_PADDED})
+    for wrong in ("memseg+transplant", "inout+nope"):
+        with pytest.raises(ValueError, match=re.escape(f"{wrong!r}: only inout+X takes an in side X")):
+            plan(BenchConfig.preset("cpu", methods=(wrong,)))
 
 
 def test_data_views_hold_out_normals_and_never_mix_splits(folder_data):
@@ -358,6 +383,23 @@ def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path):
     other = _bench(folder_data, tmp_path, "--methods", "diffusion", "--settings", "few",
                    "--set", "ddpm_overrides={'steps': 3}")
     assert other.exit_code != 0 and "holds a ddpm model made with other settings" in other.output
+
+
+def test_bench_transplant_copies_only_the_runs_own_shots_at_the_bench_scale(folder_data, tmp_path):
+    config = BenchConfig.preset("smoke", methods=("transplant", "inout+transplant"), settings=("few",))
+    bench = Benchmark(config, folder_data, tmp_path)
+    run = bench.runs[1]
+    mix = bench.augmenter(run)
+    side = mix.sides["in"]
+    shots = {r.image.name for r in bench.real_defects("few", 0)}
+    assert len(shots) == 2 and {d.name for d in side.defects} == shots and side.fit == (64, 64)
+    # The 48x48 sources are fitted into 64x64 as the bench's images are: 6-pixel scratches become 8 pixels.
+    assert all(d.mask.any(1).sum() == 8 for d in side.defects)
+    result = _bench(folder_data, tmp_path, "--methods", "transplant,inout+transplant", "--settings", "zero,few")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "runs").glob("*.json")) == ["inout+transplant-few2-seed0.json",
+                                                                          "transplant-few2-seed0.json"]
+    assert f"| transplant | — | not run: {NO_REAL_DEFECTS}" in (tmp_path / "summary.md").read_text()
 
 
 def test_bench_cli_errors_are_one_line(folder_data, tmp_path):

@@ -115,6 +115,18 @@ def test_pasted_area_is_the_source_area_times_scale_squared(defects, scale):
     assert all(p["scale"] == pytest.approx(scale) for p in out.params)
 
 
+def test_fit_resizes_each_source_as_its_targets_were_resized(defects):
+    # The 40 x 48 sources fitted into 20 x 30 are halved (min(20/40, 30/48)): the L's area falls by 4 (on
+    # average: nearest-neighbour halving of its 3-pixel arms gives 1 or 2 pixels).
+    out = Transplant(defects=defects, fit=(20, 30), scale=(1, 1), rotation=0, feather=0, seed=3).augment(targets(8))
+    area = out.mask.flatten(1).sum(1).float()
+    expected = L_SHAPE.sum() / 4
+    assert abs(area.mean() - expected) / expected < 0.15, area
+    assert ((area > expected / 2) & (area < expected * 2)).all(), area
+    with pytest.raises(ValueError, match=r"fit must be \(H, W\)"):
+        Transplant(defects=defects, fit=(0, 30))
+
+
 def _variants(shape: torch.Tensor) -> list[torch.Tensor]:
     """The 8 flips and quarter turns of a 2-D mask."""
     return [torch.rot90(s, k) for s in (shape, shape.flip(1)) for k in range(4)]

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as nnf
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
+from torchvision.transforms.v2.functional import InterpolationMode, resize
 
 from inout_aug.augmenters.memseg.region import foreground_region
 from inout_aug.core.augmenter import Augmenter
@@ -55,7 +56,10 @@ class Transplant(Augmenter):
     The real defects come from ``defects``: a dataset of any layout (its defective images with a mask, of
     ``defect_type`` when given) or a folder with ``defect/`` and ``masks/``; ``shots`` restricts them to a list
     of image paths, or to N picked as a few-shot setup picks them (``choose_defects(..., "few", N, shots_seed)``
-    over the defects of ``split``). Each is decoded once and kept as a crop around its mask.
+    over the defects of ``split``). Each is decoded once and kept as a crop around its mask. ``fit=(H, W)``: the
+    targets are images like the sources resized to fit (H, W) keeping their aspect ratio (as ``inout-aug bench``
+    resizes them), so each source is resized by the same factor, min(H / h, W / w), before its defect is cut:
+    defects keep their size relative to their image.
 
     Per sample: a defect, a horizontal flip (``flip``), 0-3 quarter turns (``turns``), a scale uniform in
     ``scale``, an angle uniform in ±``rotation`` degrees and a centre on a random pixel of the target's
@@ -92,6 +96,7 @@ class Transplant(Augmenter):
         shots: int | Sequence[str | os.PathLike] | None = None,
         shots_seed: int = 0,
         split: str = "all",
+        fit: tuple[int, int] | None = None,
         scale: tuple[float, float] = (0.75, 1.33),
         rotation: float = 15.0,
         flip: bool = True,
@@ -108,6 +113,8 @@ class Transplant(Augmenter):
             raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
         if int(feather) < 0:
             raise ValueError(f"feather must be a non-negative number of pixels, got {feather}")
+        if fit is not None and (len(fit) != 2 or min(fit) < 1):
+            raise ValueError(f"fit must be (H, W) of the resized targets, got {fit!r}")
         if match not in MATCHES:
             raise ValueError(f"match must be one of {', '.join(MATCHES)}, got {match!r}")
         if isinstance(foreground, str) and foreground != "otsu":
@@ -123,7 +130,8 @@ class Transplant(Augmenter):
         # Source pixels the warp must carry around a mask: feather and ring, at the smallest scale.
         self.margin = math.ceil((self.feather + self.ring + 1) / min(low, 1.0))
         records, threshold = _records(self.source, defect_type, shots, shots_seed, split)
-        self.defects = [d for d in (_cut(r, threshold, self.margin) for r in records) if d is not None]
+        self.fit = None if fit is None else (int(fit[0]), int(fit[1]))
+        self.defects = [d for d in (_cut(r, threshold, self.margin, self.fit) for r in records) if d is not None]
         if not self.defects:
             raise ValueError(f"Transplant found no masked defect pixels in {self.source} (defect_type="
                              f"{defect_type!r}, shots={shots!r}): it copies real defects, so {_ZERO_SHOT}")
@@ -256,9 +264,9 @@ class Transplant(Augmenter):
                 "angle": float(params["angle"][index]), "centre": params["centre"][index].tolist()}
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, defects={str(self.source)!r} ({len(self.defects)}), scale={self.scale}, "
-                f"rotation={self.rotation}, flip={self.flip}, turns={self.turns}, foreground={self.foreground!r}, "
-                f"feather={self.feather}, match={self.match!r}")
+        return (f"{super().extra_repr()}, defects={str(self.source)!r} ({len(self.defects)}), fit={self.fit}, "
+                f"scale={self.scale}, rotation={self.rotation}, flip={self.flip}, turns={self.turns}, "
+                f"foreground={self.foreground!r}, feather={self.feather}, match={self.match!r}")
 
 
 def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -298,13 +306,19 @@ def _records(path: Path, defect_type: str | None, shots: int | Sequence[str | os
     return [r for r in pool if r.mask is not None], dataset.mask_threshold
 
 
-def _cut(record: Record, threshold: int, margin: int) -> _Defect | None:
-    """The defect of ``record`` cut out with ``margin`` px around its mask's bounding box; None for an empty mask."""
+def _cut(record: Record, threshold: int, margin: int, fit: tuple[int, int] | None = None) -> _Defect | None:
+    """The defect of ``record`` cut out with ``margin`` px around its mask's bounding box (after resizing the
+    image to fit ``fit`` keeping its aspect ratio, when given); None for an empty mask."""
     mask = read_mask(record.mask, threshold)
     image = read_image(record.image)
     if mask.shape != image.shape[-2:]:
         raise ValueError(f"Transplant: mask {record.mask} is {tuple(mask.shape)} but its image {record.image} is "
                          f"{tuple(image.shape[-2:])} (H, W)")
+    if fit is not None:
+        factor = min(fit[0] / mask.shape[0], fit[1] / mask.shape[1])
+        size = [max(1, round(n * factor)) for n in mask.shape]
+        image = resize(image, size, antialias=True)
+        mask = resize(mask[None].to(torch.uint8), size, interpolation=InterpolationMode.NEAREST)[0].bool()
     top, left, bottom, right = bounding_box(mask)
     if bottom == 0:
         return None

@@ -41,6 +41,8 @@ class BenchConfig:
     fold of a layout split by folds (``ksdd``) as the test fold in turn (``data_options`` then must not set
     ``fold``) and pools the test scores, so each image is tested once.
 
+    A method "inout+X" is InOutMix with augmenter X as its in side instead of diffusion (e.g. inout+transplant,
+    whose real defects are the run's own shots).
     ``in_ratios`` adds one ``inout@r`` method per ratio; ``method_params`` passes parameters to a method's
     augmenter (``{"memseg": {"textures": PATH}}``; a diffusion ``bank`` may name ``{setting}`` and
     ``{seed}``). Without a bank, diffusion trains the ddpm backend (``ddpm_preset``, ``ddpm_overrides``) on
@@ -141,8 +143,10 @@ PRESETS: dict[str, dict[str, Any]] = {
               "learning_rate": 1e-4, "settings": ("zero", "few", "full"), "full_methods": ("*",)},
     # EfficientNet-Lite0 with real ImageNet weights at a CPU budget; 5 seeds, full-shot none as the reference; size
     # and length chosen on a training-split holdout (benchmarks/results/size_sweep.md).
+    # diffusion: ddpm v2 (inpainting, 5x faster sampling than v1: benchmarks/results/ddpm_speed.md) trained for
+    # half its preset's steps, which keeps the 5-seed sweep within its 90 minutes.
     "cpu": {"image_size": (192, 192), "epochs": 5, "frozen_blocks": 2, "learning_rate": 3e-4,
-            "ddpm_overrides": {"steps": 400}, "bank_size": 64},
+            "ddpm_preset": "inpaint", "ddpm_overrides": {"steps": 1500}, "bank_size": 64},
     # The same path in minutes, for tests.
     "smoke": {"image_size": (64, 64), "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "seeds": (0,),
               "shots": 2, "ddpm_preset": "smoke", "bank_size": 4, "diffusion_steps": 2},

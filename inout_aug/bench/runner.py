@@ -24,15 +24,15 @@ from inout_aug.bench.data import BenchData, open_bench_data
 from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.core.io import write_png, write_text
 from inout_aug.core.registry import create, list_augmenters
-from inout_aug.data.layouts import open_dataset, read_mask
+from inout_aug.data.layouts import Record, open_dataset, read_mask
 from inout_aug.data.training import TrainingSet, choose_defects
 
-#: Methods whose positives come from the diffusion augmenter.
-DIFFUSION_METHODS = ("diffusion", "inout")
 #: Methods without an augmenter.
 PLAIN = (BASELINE, UNBALANCED)
 NO_POSITIVES = "no positives: without real defects or an augmenter there is no defect to learn"
 NOT_FULL = "full-shot runs only full_methods ({}), the reference the few-shot methods are measured against"
+NO_REAL_DEFECTS = "transplant copies real defects, and zero-shot has none"
+NOT_PADDED = "transplant pastes defects at their size relative to the image, which needs resize='pad'"
 NO_SD_WEIGHTS = (
     "needs Stable Diffusion weights: the ddpm backend learns defects from real ones, and zero-shot has none "
     "(give method_params.diffusion.bank, a bank made with the sd backend)"
@@ -49,7 +49,8 @@ SOURCE = Path(__file__).resolve()
 
 @dataclass(frozen=True)
 class Run:
-    """One classifier: ``method`` ("none", an augmenter name, or "inout@r" for InOutMix at in_ratio r)."""
+    """One classifier: ``method`` ("none", an augmenter name, "inout+X" for InOutMix with in side X instead of
+    diffusion, "inout@r" for InOutMix at in_ratio r)."""
 
     method: str
     setting: str
@@ -57,7 +58,20 @@ class Run:
 
     @property
     def augmenter_name(self) -> str:
-        return self.method.split("@")[0]
+        return self.method.split("@")[0].split("+")[0]
+
+    @property
+    def in_side(self) -> str:
+        """InOutMix's in side: X of "inout+X", else diffusion."""
+        return self.method.split("@")[0].partition("+")[2] or "diffusion"
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The augmenters whose defects the method trains on."""
+        if self.augmenter_name != "inout":
+            return () if self.method in PLAIN else (self.augmenter_name,)
+        ratio = 0.5 if self.in_ratio is None else self.in_ratio
+        return tuple(name for name, used in ((self.in_side, ratio > 0), ("memseg", ratio < 1)) if used)
 
     @property
     def in_ratio(self) -> float | None:
@@ -76,7 +90,11 @@ def methods_of(config: BenchConfig) -> list[str]:
     """The configured methods, wildcards expanded over the registry, then one ``inout@r`` per in_ratio."""
     names: list[str] = []
     for pattern in config.methods:
-        found = [pattern] if pattern in PLAIN else list_augmenters(pattern)
+        base, _, in_side = pattern.partition("+")
+        if in_side and (base != "inout" or in_side not in list_augmenters()):
+            raise ValueError(f"{pattern!r}: only inout+X takes an in side X, a registered augmenter; registered: "
+                             f"{', '.join(list_augmenters())}")
+        found = [pattern] if pattern in PLAIN or in_side else list_augmenters(pattern)
         if not found:
             raise ValueError(f"no registered augmenter matches {pattern!r}; registered: "
                              f"{', '.join(list_augmenters())} (see `inout-aug list`)")
@@ -90,9 +108,13 @@ def skip_reason(method: str, setting: str, config: BenchConfig) -> str | None:
         return NOT_FULL.format(", ".join(config.full_methods))
     if method in PLAIN and setting == "zero":
         return NO_POSITIVES
-    uses_diffusion = method.split("@")[0] in DIFFUSION_METHODS and not method.endswith("@0")
+    sources = Run(method, setting, 0).sources
+    if "transplant" in sources and config.resize != "pad":
+        return NOT_PADDED
+    if "transplant" in sources and setting == "zero":
+        return NO_REAL_DEFECTS
     given = config.method_params.get("diffusion", {})
-    if uses_diffusion and setting == "zero" and "bank" not in given and given.get("backend") != "sd":
+    if "diffusion" in sources and setting == "zero" and "bank" not in given and given.get("backend") != "sd":
         return NO_SD_WEIGHTS
     return None
 
@@ -206,9 +228,9 @@ class Benchmark:
             return self._side(name, run, mix_seed(seed, name))
         ratio = 0.5 if run.in_ratio is None else run.in_ratio
         sides = {side: self._side(spec, run, mix_seed(seed, side))
-                 for side, spec in (("in", "diffusion"), ("out", "memseg"))
+                 for side, spec in (("in", run.in_side), ("out", "memseg"))
                  if (ratio > 0 if side == "in" else ratio < 1)}
-        return create("inout", in_ratio=ratio, seed=seed, in_augmenter=sides.get("in", "diffusion"),
+        return create("inout", in_ratio=ratio, seed=seed, in_augmenter=sides.get("in", run.in_side),
                       out_augmenter=sides.get("out", "memseg"), **self.config.method_params.get("inout", {}))
 
     def _side(self, name: str, run: Run, seed: int) -> Augmenter:
@@ -219,7 +241,15 @@ class Benchmark:
                                                             shots=self.config.shots)
             elif "model" not in params:
                 params["bank"] = str(self.ddpm_bank(run.setting, run.seed))
+        if name == "transplant" and "defects" not in params:  # the run's own real defects, at the run's scale
+            params.update(defects=str(self.data.train.root), fit=self.config.image_size,
+                          shots=[str(r.image) for r in self.real_defects(run.setting, run.seed)])
         return create(name, seed=seed, **params)
+
+    def real_defects(self, setting: str, seed: int) -> list[Record]:
+        """The real training defects of (setting, seed), as the run's training set chooses them."""
+        shots = self.config.shots if setting == "few" else None
+        return choose_defects(self.data.train.defects(), setting, shots, seed)
 
     def ddpm_bank(self, setting: str, seed: int) -> Path:
         """A bank of ddpm defects for (setting, seed): the backend trained on that run's real defects and the
@@ -229,7 +259,7 @@ class Benchmark:
 
         folder = self.out / "banks" / f"{setting_name(setting, self.config.shots)}-seed{seed}"
         train = self.data.train
-        chosen = choose_defects(train.defects(), setting, self.config.shots if setting == "few" else None, seed)
+        chosen = self.real_defects(setting, seed)
         masks = [r for r in chosen if r.mask is not None]
         made_with = {"ddpm_preset": self.config.ddpm_preset, "ddpm_overrides": self.config.ddpm_overrides,
                      "normals": train.digest(), "defects": [str(r.image) for r in chosen]}
