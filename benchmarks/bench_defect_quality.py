@@ -22,6 +22,9 @@ Every method learns from the same real defects, the few-shot N=5 choice of the t
 * memorisation: a made defect's feature distance to its nearest training shot (of the 5), over the median distance
   of a held-back real defect of its type to its nearest other held-back real of that type; the median ratio per
   method and type (<< 1: copies of the shots; the "real" row: held-back reals, i.e. what new real defects give).
+  Twice: on the whole crops, and on the defect region alone (every crop pixel outside the defect's mask set to the
+  median of those pixels, so a copy pasted onto another surface is not hidden by that surface; each shot in its 8
+  flips and quarter turns, the nearest counting, as transplant flips and turns them);
 
 Writes ``results/defect_quality.{json,md}`` and, outside the repository (it shows dataset pixels), a PNG sheet of
 made defects beside their nearest training shot. ddpm models are trained here (v1: the default preset, v2: the
@@ -103,6 +106,7 @@ class Measurement:
     shot_crops: list[torch.Tensor]
     kid: list[dict[str, Any]]
     memorisation: list[dict[str, Any]]
+    region_memorisation: list[dict[str, Any]]
     nearest: dict[str, tuple[torch.Tensor, torch.Tensor]]  # method: (ratio, nearest shot) per slot (NaN, -1: none)
     notes: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
@@ -125,6 +129,23 @@ def crop(image: torch.Tensor, mask: torch.Tensor, scale: float = SCALE, min_side
     """The (C, side, side) crop of :func:`crop_window` from ``image``."""
     y, x, side = crop_window(mask, scale, min_side)
     return image[:, y:y + side, x:x + side]
+
+
+def region_crop(image: torch.Tensor, mask: torch.Tensor, scale: float = SCALE,
+                min_side: int = MIN_SIDE) -> torch.Tensor:
+    """The crop of :func:`crop` with every pixel outside ``mask`` set to the median of those pixels (per channel):
+    the defect alone on a flat background."""
+    y, x, side = crop_window(mask, scale, min_side)
+    out = image[:, y:y + side, x:x + side].clone()
+    outside = ~mask[y:y + side, x:x + side]
+    if outside.any():
+        out[:, outside] = out[:, outside].float().median(1).values.round().to(out.dtype)[:, None]
+    return out
+
+
+def dihedral(crop: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 flips and quarter turns of a (C, H, W) crop."""
+    return [torch.rot90(c, k, (-2, -1)) for c in (crop, crop.flip(-1)) for k in range(4)]
 
 
 def place_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -286,11 +307,11 @@ def typical_distance(types: list[str], real: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def memorisation(types: list[str], features: dict[str, torch.Tensor],
-                 shots: torch.Tensor) -> tuple[list[dict[str, Any]], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+def memorisation(types: list[str], features: dict[str, torch.Tensor], shots: torch.Tensor, variants: int = 1
+                 ) -> tuple[list[dict[str, Any]], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Median ratio (distance to the nearest shot / the type's typical nearest-neighbour distance between held-back
     reals) per method (the reals included) and type, then pooled; and per method each slot's ratio and nearest
-    shot."""
+    shot. ``shots`` holds ``variants`` consecutive rows per shot (e.g. its 8 flips and turns), the nearest counting."""
     typical = typical_distance(types, features[REAL])
     scale = torch.tensor([typical[t] for t in types])
     rows, nearest = [], {}
@@ -299,7 +320,7 @@ def memorisation(types: list[str], features: dict[str, torch.Tensor],
             continue
         distance, index = nearest_shot(feats, shots)
         ratio = distance / scale
-        nearest[method] = (ratio, index)
+        nearest[method] = (ratio, index.div(variants, rounding_mode="floor"))
         for name in [*typical, POOLED]:
             chosen = torch.tensor([name in (t, POOLED) for t in types]) & ~ratio.isnan()
             rows.append({"method": method, "type": name, "crops": int(chosen.sum()),
@@ -328,17 +349,23 @@ def measure(data: Path, models: dict[str, DDPMDefectModel], seed: int, backbone:
         made["memseg"] = paint_memseg(slots, seed)
     made[NONE] = [(s.normal, s.placed) for s in slots]
     crops = {name: [None if m is None else crop(*m) for m in items] for name, items in made.items()}
+    regions = {name: [None if m is None else region_crop(*m) for m in items]
+               for name, items in made.items() if name != NONE}
+    shot_regions = [v for r, mask in shot_masks if mask.any() for v in dihedral(region_crop(read_image(r.image), mask))]
     with timed(seconds, "features"):
         shot_features = image_features(backbone, shot_crops, size=feature_size)
         features = {name: _features(backbone, items, feature_size) for name, items in crops.items()}
+        region_features = {name: _features(backbone, items, feature_size) for name, items in regions.items()}
+        shot_region_features = image_features(backbone, shot_regions, size=feature_size)
     memo, nearest = memorisation(types, features, shot_features)
+    region_memo, _ = memorisation(types, region_features, shot_region_features, variants=8)
     notes = [f"{empty} held-back defects left out: empty mask"] if empty else []
     notes += [f"no shot of type {t}: transplant and ddpm v2 skip it" for t in sorted(set(types))
               if not any(r.defect_type == t for r in chosen)]
     if len(shot_crops) < len(chosen):
         notes.append(f"{len(chosen) - len(shot_crops)} shots without mask pixels: not among the nearest shots")
-    return Measurement(types, crops, shot_crops, kid_table(types, features, rounds, seed), memo, nearest, notes,
-                       seconds)
+    return Measurement(types, crops, shot_crops, kid_table(types, features, rounds, seed), memo, region_memo, nearest,
+                       notes, seconds)
 
 
 def _features(backbone: nn.Module, crops: list[torch.Tensor | None], size: int) -> torch.Tensor:
@@ -422,8 +449,8 @@ def markdown(result: dict[str, Any]) -> str:
     methods = list(dict.fromkeys(r["method"] for r in result["kid"]))
     kid_cell = {(r["method"], r["type"]): ("—" if r["kid"] is None else f"{r['kid']:.4f} ± {r['std']:.4f}")
                 + (f" ({r['note']})" if r.get("note") else "") for r in result["kid"]}
-    ratio = {(r["method"], r["type"]): "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
-             for r in result["memorisation"]}
+    ratio = {(key, r["method"], r["type"]): "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+             for key in ("memorisation", "region_memorisation") for r in result[key]}
     head = "| method | " + " | ".join(f"{t} ({counts[t]})" for t in types) + " |"
     rule = "| --- " * (len(types) + 1) + "|"
     state = result["commit"]
@@ -449,10 +476,13 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["| " + " | ".join([m, *(kid_cell.get((m, t), "—") for t in types)]) + " |" for m in methods]
     lines += ["", "## Memorisation: median of (distance to the nearest training shot) / (typical nearest-neighbour "
               "distance between held-back reals of the type)", "",
-              "Around 1 or above: as far from the shots as new real defects are (the `real` row); << 1: copies.", "",
-              "| method | " + " | ".join(types) + " |", rule]
-    lines += ["| " + " | ".join([m, *(ratio.get((m, t), "—") for t in types)]) + " |"
-              for m in dict.fromkeys(r["method"] for r in result["memorisation"])]
+              "Around 1 or above: as far from the shots as new real defects are (the `real` row); << 1: copies. "
+              "Whole crops, then the defect region alone (outside its mask a flat median grey; shots in their 8 "
+              "flips and quarter turns): a copy on another surface shows only there."]
+    for key, title in (("memorisation", "whole crop"), ("region_memorisation", "defect region")):
+        lines += ["", f"**{title}**", "", "| method | " + " | ".join(types) + " |", rule]
+        lines += ["| " + " | ".join([m, *(ratio.get((key, m, t), "—") for t in types)]) + " |"
+                  for m in dict.fromkeys(r["method"] for r in result[key])]
     notes = [*result["notes"], f"sheet of made defects beside their nearest shot: {result['sheet']} (not in the "
              "repository: it shows dataset pixels)"]
     lines += ["", "Notes: " + "; ".join(notes) + "."]
@@ -507,7 +537,8 @@ def main() -> None:
                      "inpaint_steps": args.steps, "feature_net": "efficientnet_lite0 (ImageNet), 224 px",
                      "training": about},
         "slots": {t: result.types.count(t) for t in sorted(set(result.types))},
-        "notes": result.notes, "kid": result.kid, "memorisation": result.memorisation, "sheet": str(args.sheet),
+        "notes": result.notes, "kid": result.kid, "memorisation": result.memorisation,
+        "region_memorisation": result.region_memorisation, "sheet": str(args.sheet),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text(json.dumps(report, indent=2) + "\n", args.out.with_suffix(".json"))

@@ -126,6 +126,8 @@ def test_inout_takes_another_in_side_and_transplant_needs_real_defects_at_their_
     run = runs[1]
     assert (run.augmenter_name, run.in_side, run.sources) == ("inout", "transplant", ("transplant", "memseg"))
     assert Run("inout@1", "few", 0).sources == ("diffusion",) and Run("none", "few", 0).sources == ()
+    ratio = plan(BenchConfig.preset("cpu", methods=("inout+transplant@0.25",), settings=("few",), seeds=(0,)))[0][0]
+    assert (ratio.in_side, ratio.in_ratio, ratio.sources) == ("transplant", 0.25, ("transplant", "memseg"))
     squashed = plan(BenchConfig.preset("cpu", methods=("transplant",), settings=("few",), resize="squash"))
     assert squashed == ([], {("transplant", "few"): NOT_PADDED})
     for wrong in ("memseg+transplant", "inout+nope"):

@@ -101,6 +101,8 @@ def test_measure_gives_a_kid_table_per_method_and_type_and_a_sheet(typed_data, m
     assert {r["crops"] for r in result.kid if r["type"] == bdq.POOLED} == {len(result.types)}
     assert [(r["method"], r["type"]) for r in result.memorisation] == \
         [(m, t) for m in methods[:-1] for t in [*types, bdq.POOLED]]
+    assert [(r["method"], r["type"]) for r in result.region_memorisation] == \
+        [(m, t) for m in methods[:-1] for t in [*types, bdq.POOLED]]
     for items in result.crops.values():  # one crop per slot, square, the same rule for all
         assert len(items) == len(result.types) and all(c.shape[-1] == c.shape[-2] >= bdq.MIN_SIDE for c in items)
     picture = bdq.sheet(result, tile=24)
@@ -119,6 +121,32 @@ def test_an_exact_copy_of_a_shot_has_memorisation_ratio_zero():
     assert ratio["copy", "a"] == pytest.approx(0, abs=1e-5) and ratio["copy", bdq.POOLED] == pytest.approx(0, abs=1e-5)
     assert ratio[bdq.REAL, "a"] > 0.1
     assert nearest["copy"][1].tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+
+
+def test_region_crops_flatten_everything_outside_the_defect():
+    image = torch.arange(64 * 64, dtype=torch.float32).reshape(1, 64, 64).remainder(251).to(torch.uint8)
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[20:30, 24:32] = True
+    whole, region = bdq.crop(image, mask), bdq.region_crop(image, mask)
+    assert region.shape == whole.shape and region.dtype == torch.uint8
+    y, x, side = bdq.crop_window(mask)
+    inside = mask[y:y + side, x:x + side]
+    assert torch.equal(region[:, inside], whole[:, inside])
+    assert region[:, ~inside].unique().numel() == 1 and region[:, ~inside][0, 0] == whole[:, ~inside].float().median()
+
+
+def test_a_flipped_and_turned_copy_is_found_among_the_shots_variants():
+    g = torch.Generator().manual_seed(0)
+    shots = [torch.rand(1, 6, 6, generator=g) for _ in range(3)]
+    variants = torch.stack([v.flatten() for shot in shots for v in bdq.dihedral(shot)])
+    assert len(variants) == 24 and len({tuple(v.tolist()) for v in variants}) == 24
+    copies = torch.stack([torch.rot90(shots[2].flip(-1), 3, (-2, -1)).flatten(), torch.rot90(shots[0], 1, (-2, -1))
+                          .flatten()])
+    real = torch.rand(4, 36, generator=g)
+    rows, nearest = bdq.memorisation(["a"] * 2 + ["b"] * 2, {bdq.REAL: real, "copy": torch.cat([copies, copies])},
+                                     variants, variants=8)
+    assert nearest["copy"][1].tolist() == [2, 0, 2, 0]
+    assert all(r["ratio"] == pytest.approx(0, abs=1e-5) for r in rows if r["method"] == "copy")
 
 
 def test_kid_table_marks_a_type_a_method_made_nothing_for():

@@ -42,7 +42,7 @@ class BenchConfig:
     ``fold``) and pools the test scores, so each image is tested once.
 
     A method "inout+X" is InOutMix with augmenter X as its in side instead of diffusion (e.g. inout+transplant,
-    whose real defects are the run's own shots).
+    whose real defects are the run's own shots), "inout+X@r" the same at in_ratio r.
     ``in_ratios`` adds one ``inout@r`` method per ratio; ``method_params`` passes parameters to a method's
     augmenter (``{"memseg": {"textures": PATH}}``; a diffusion ``bank`` may name ``{setting}`` and
     ``{seed}``). Without a bank, diffusion trains the ddpm backend (``ddpm_preset``, ``ddpm_overrides``) on

@@ -291,9 +291,9 @@ def _header(config: BenchConfig, benches: list[Benchmark], results: list[dict[st
         "one whose interval contains 0 is marked *not resolved* and ranks nothing. Gap closed: mean over seeds of "
         "(AP − AP of none few-shot) / mean of (AP of none full-shot − AP of none few-shot), the seeds all three "
         "have, with a 95 % Fieller interval.",
-        f"Versions: {', '.join(f'{k} {v}' for k, v in first.get('versions', {}).items())}; the runs took "
-        f"{sum(r['seconds'] for r in results) / 60:.1f} min in all (a diffusion run's time includes training its ddpm "
-        "and sampling its bank).",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in first.get('versions', {}).items())}; the runs' times "
+        f"add up to {sum(r['seconds'] for r in results) / 60:.1f} min (a diffusion run's time includes training its "
+        "ddpm and sampling its bank; runs in parallel processes overlap in wall time).",
         f"Source: {provenance(results)}.", "",
     ]
     return "\n".join(lines)

@@ -50,7 +50,7 @@ SOURCE = Path(__file__).resolve()
 @dataclass(frozen=True)
 class Run:
     """One classifier: ``method`` ("none", an augmenter name, "inout+X" for InOutMix with in side X instead of
-    diffusion, "inout@r" for InOutMix at in_ratio r)."""
+    diffusion, "inout@r" or "inout+X@r" for InOutMix at in_ratio r)."""
 
     method: str
     setting: str
@@ -90,7 +90,7 @@ def methods_of(config: BenchConfig) -> list[str]:
     """The configured methods, wildcards expanded over the registry, then one ``inout@r`` per in_ratio."""
     names: list[str] = []
     for pattern in config.methods:
-        base, _, in_side = pattern.partition("+")
+        base, _, in_side = pattern.split("@")[0].partition("+")
         if in_side and (base != "inout" or in_side not in list_augmenters()):
             raise ValueError(f"{pattern!r}: only inout+X takes an in side X, a registered augmenter; registered: "
                              f"{', '.join(list_augmenters())}")
