@@ -235,6 +235,19 @@ def test_summary_pairs_differences_by_seed_and_lists_skipped_pairs():
     assert "(1 seed, not resolved)" in markdown(summarize(results[:1] + results[3:4]), {}, ("few",), 5)
 
 
+def test_summary_compares_the_in_sides_and_what_memseg_adds_to_each():
+    results = [_result(method, s, base + 0.01 * s * k)
+               for k, (method, base) in enumerate([("none", 0.3), ("memseg", 0.5), ("diffusion", 0.4),
+                                                   ("transplant", 0.35), ("inout", 0.6)]) for s in range(3)]
+    rows = {r["method"]: r for r in summarize(results)}
+    assert set(rows["diffusion"]["vs"]) == {"none", "memseg", "transplant"}
+    assert set(rows["inout"]["vs"]) == {"none", "memseg", "diffusion"}  # inout+transplant did not run
+    assert rows["diffusion"]["vs"]["transplant"]["mean"] == pytest.approx(0.05 - 0.01)
+    table = markdown(list(rows.values()), {}, ("few",), 5)
+    assert "| diffusion − transplant | +0.040 [" in table and "| inout − diffusion | +0.220 [" in table
+    assert "| transplant − " not in table
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_runs_record_their_commit_and_whether_the_tree_was_dirty(tmp_path):
     repo, source = tmp_path / "repo", tmp_path / "repo" / "pkg" / "code.py"

@@ -20,6 +20,10 @@ from inout_aug.data.loading import augment_batch, collate
 MEASURES = ("ap", "auroc", "precision", "recall", "f1")
 #: The methods every other one is compared with, paired by seed.
 COMPARED = (BASELINE, "memseg")
+#: Further paired comparisons (method, reference), where both ran: the in sides against each other, and each in
+#: side with MemSeg (InOutMix) against the in side alone.
+CONTRASTS = (("diffusion", "transplant"), ("inout", "inout+transplant"), ("inout", "diffusion"),
+             ("inout+transplant", "transplant"))
 #: The confidence of every interval.
 CONFIDENCE = 0.95
 SETTING_TITLES = {"zero": "zero-shot", "few": "few-shot", "full": "full-shot"}
@@ -82,8 +86,9 @@ def gap_share(values: dict[int, float], few: dict[int, float], full: dict[int, f
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (setting, method), in run order: mean and std over seeds of every measure; the AP difference
     from ``none`` and from ``memseg`` of the same setting, paired by seed (the same seed trains on the same real
-    defects), with 95 % t intervals (``vs``); for few-shot methods the share of none's few → full-shot gap they
-    close (``gap_share``); per-fold AP (``fold_ap``) for records pooled over folds."""
+    defects), with 95 % t intervals (``vs``; also from the references :data:`CONTRASTS` give the method); for
+    few-shot methods the share of none's few → full-shot gap they close (``gap_share``); per-fold AP (``fold_ap``)
+    for records pooled over folds."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for result in results:
         groups.setdefault((result["run"]["setting"], result["run"]["method"]), []).append(result)
@@ -94,7 +99,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                "seeds": [m["run"]["seed"] for m in members]}
         for measure in MEASURES:
             row[measure] = metrics.mean_std([m["metrics"][measure] for m in members])
-        row["vs"] = {ref: paired_difference(ap[(setting, method)], ap[(setting, ref)]) for ref in COMPARED
+        references = [*COMPARED, *(ref for name, ref in CONTRASTS if name == method)]
+        row["vs"] = {ref: paired_difference(ap[(setting, method)], ap[(setting, ref)]) for ref in references
                      if ref != method and (setting, ref) in ap}
         references = ("few", BASELINE) in ap and ("full", BASELINE) in ap
         row["gap_share"] = gap_share(ap[(setting, method)], ap[("few", BASELINE)], ap[("full", BASELINE)]) \
@@ -124,6 +130,12 @@ def markdown(rows: list[dict[str, Any]], skipped: dict[tuple[str, str], str], se
             if where == setting:
                 lines.append(_cells([method, "—", f"not run: {reason}"] + [""] * (len(columns) - 3)))
         lines.append("")
+        others = [(row["method"], ref, found) for row in rows if row["setting"] == setting
+                  for ref, found in row["vs"].items() if ref not in COMPARED]
+        if others:
+            lines += ["In sides against each other, and what MemSeg adds to each:", "",
+                      _cells(["difference", "AP (paired, 95 % CI)"]), _cells(["---"] * 2)]
+            lines += [_cells([f"{method} − {ref}", _difference(found)]) for method, ref, found in others] + [""]
     folds = [r for r in rows if "fold_ap" in r]
     if folds:
         count = len(folds[0]["fold_ap"])
