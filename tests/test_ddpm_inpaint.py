@@ -226,3 +226,21 @@ def test_generate_from_the_command_line_with_an_inpaint_model(model_path, datase
                                       "-o", str(tmp_path / "out"), "-n", "3"])
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 3
+
+
+def test_finetune_leaves_out_shots_whose_mask_marks_no_pixel(tmp_path):
+    from inout_aug.data.layouts import open_dataset
+    from inout_aug.models.finetune import finetune_ddpm
+
+    root = tmp_path / "data"
+    for i in range(3):
+        write_png(_surface(i), root / "normal" / f"n{i}.png")
+    for kind, marked in (("pit", True), ("scratch", False)):
+        image, mask = _defect(7, kind)
+        write_png(image, root / "defect" / kind / "d.png")
+        write_png((mask & marked)[None].to(torch.uint8) * 255, root / "masks" / kind / "d.png")
+    data = open_dataset(root)
+    finetune_ddpm(data, data.defects(), tmp_path / "model", "inpaint-smoke", {"steps": 2})
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["types"] == ["pit"]
+    with pytest.raises(ValueError, match="the chosen defects have none that marks a pixel"):
+        finetune_ddpm(data, data.defects("scratch"), tmp_path / "other", "inpaint-smoke", {"steps": 2})

@@ -274,8 +274,9 @@ class Benchmark:
             finetune_ddpm(train, chosen, folder / "ddpm", self.config.ddpm_preset, self.config.ddpm_overrides,
                           seed=mix_seed(seed, "ddpm"))
         for i, record in enumerate(masks):  # the inpainting masks: the shapes of this run's real defects only
-            write_png(read_mask(record.mask, train.mask_threshold)[None].to(torch.uint8) * 255,
-                      folder / "masks" / f"{i:02d}-{record.image.stem}.png")
+            mask = read_mask(record.mask, train.mask_threshold)
+            if mask.any():  # an empty mask has no shape to paint
+                write_png(mask[None].to(torch.uint8) * 255, folder / "masks" / f"{i:02d}-{record.image.stem}.png")
         params = {"model": str(folder / "ddpm"), "backend": "ddpm", "masks": str(folder / "masks"),
                   "steps": self.config.diffusion_steps}
         with GenerationJob("diffusion", train.root, folder / "bank", n=self.config.bank_size,

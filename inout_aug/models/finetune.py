@@ -65,10 +65,12 @@ def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None =
         raise ValueError(ZERO_SHOT_DDPM)
     config = DDPMConfig.preset(preset or "default", **{"seed": seed, **(overrides or {})})
     normals = dataset.normals()
-    typed = [(read_image(r.image), read_mask(r.mask, dataset.mask_threshold), r.defect_type)
-             for r in chosen if r.mask is not None]
+    masks = [(r, read_mask(r.mask, dataset.mask_threshold)) for r in chosen if r.mask is not None]
+    # A mask that marks no pixel (some data sets have them) shows no defect to learn: left out.
+    typed = [(read_image(r.image), mask, r.defect_type) for r, mask in masks if mask.any()]
     if not typed:
-        raise ValueError("the ddpm backend needs defect masks (it paints inside them): the chosen defects have none")
+        raise ValueError("the ddpm backend needs defect masks (it paints inside them): the chosen defects have none "
+                         "that marks a pixel")
     images = [read_image(r.image) for r in normals]
     if config.kind == "inpaint":
         model = train_inpaint(images, typed, config, progress=progress)
