@@ -23,8 +23,9 @@ Every method learns from the same real defects, the few-shot N=5 choice of the t
   of a held-back real defect of its type to its nearest other held-back real of that type; the median ratio per
   method and type (<< 1: copies of the shots; the "real" row: held-back reals, i.e. what new real defects give).
   Twice: on the whole crops, and on the defect region alone (every crop pixel outside the defect's mask set to the
-  median of those pixels, so a copy pasted onto another surface is not hidden by that surface; each shot in its 8
-  flips and quarter turns, the nearest counting, as transplant flips and turns them);
+  median of those pixels, so that the surface a copy is pasted onto does not count; each shot in its 8 flips and
+  quarter turns, the nearest counting, as transplant flips and turns them). On the magnetic tile data neither
+  flags transplant's rescaled, rotated, shading-matched copies (results/defect_quality.md);
 
 Writes ``results/defect_quality.{json,md}`` and, outside the repository (it shows dataset pixels), a PNG sheet of
 made defects beside their nearest training shot. ddpm models are trained here (v1: the default preset, v2: the
