@@ -13,14 +13,13 @@ import torch
 import torch.nn.functional as nnf
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
-from torchvision.transforms.v2.functional import InterpolationMode, resize
 
 from inout_aug.augmenters.memseg.region import foreground_region
 from inout_aug.core.augmenter import Augmenter
 from inout_aug.core.io import read_image
 from inout_aug.core.sample import as_float, match_channels
 from inout_aug.data.layouts import FolderLayout, LayoutError, Record, open_dataset, read_mask
-from inout_aug.data.masks import bounding_box
+from inout_aug.data.masks import bounding_box, fit_size, resize_with_mask
 from inout_aug.data.training import choose_defects
 
 MATCHES = ("relative", "gain", "mean")
@@ -315,10 +314,7 @@ def _cut(record: Record, threshold: int, margin: int, fit: tuple[int, int] | Non
         raise ValueError(f"Transplant: mask {record.mask} is {tuple(mask.shape)} but its image {record.image} is "
                          f"{tuple(image.shape[-2:])} (H, W)")
     if fit is not None:
-        factor = min(fit[0] / mask.shape[0], fit[1] / mask.shape[1])
-        size = [max(1, round(n * factor)) for n in mask.shape]
-        image = resize(image, size, antialias=True)
-        mask = resize(mask[None].to(torch.uint8), size, interpolation=InterpolationMode.NEAREST)[0].bool()
+        image, mask = resize_with_mask(image, mask, fit_size(tuple(mask.shape), fit))
     top, left, bottom, right = bounding_box(mask)
     if bottom == 0:
         return None

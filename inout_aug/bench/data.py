@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 from torchvision import tv_tensors
-from torchvision.transforms.v2 import functional as F
 
 from inout_aug.data.layouts import Layout, Record, open_dataset, stratified_split
+from inout_aug.data.masks import fit_size, resize_with_mask
 from inout_aug.data.training import digest_paths
 
 #: The validation normals are drawn with this seed whatever the run's seed: every run is judged alike.
@@ -85,12 +85,8 @@ def fit(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int],
     image), the mask's are False.
     """
     height, width = size
-    inner = size
-    if resize == "pad":
-        scale = min(height / image.shape[-2], width / image.shape[-1])
-        inner = tuple(min(n, max(1, round(m * scale))) for n, m in zip(size, image.shape[-2:]))
-    image = F.resize(image, list(inner), antialias=True)
-    mask = F.resize(mask[None].to(torch.uint8), list(inner), interpolation=F.InterpolationMode.NEAREST)[0].bool()
+    inner = fit_size(tuple(image.shape[-2:]), size) if resize == "pad" else size
+    image, mask = resize_with_mask(image, mask, inner)
     top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
     margins = [left, width - inner[1] - left, top, height - inner[0] - top]  # as torch's pad takes them
     while any(margins):  # one reflection adds at most the image's size less one

@@ -80,6 +80,20 @@ def bounding_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
+def fit_size(shape: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """The largest (H, W) of ``shape``'s aspect ratio that fits inside ``size`` (H, W)."""
+    scale = min(size[0] / shape[0], size[1] / shape[1])
+    return tuple(min(n, max(1, round(m * scale))) for n, m in zip(size, shape))
+
+
+def resize_with_mask(image: torch.Tensor, mask: torch.Tensor,
+                     size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (C, h, w) image (antialiased) and its (h, w) bool mask (nearest neighbour) resized to ``size`` (H, W)."""
+    image = F.resize(image, list(size), antialias=True)
+    mask = F.resize(mask[None].to(torch.uint8), list(size), interpolation=F.InterpolationMode.NEAREST)[0].bool()
+    return image, mask
+
+
 def _crop(mask: torch.Tensor) -> torch.Tensor:
     """The mask cut to the bounding box of its True pixels (empty when it has none)."""
     top, left, bottom, right = bounding_box(mask)
