@@ -240,7 +240,8 @@ def test_finetune_leaves_out_shots_whose_mask_marks_no_pixel(tmp_path):
         write_png(image, root / "defect" / kind / "d.png")
         write_png((mask & marked)[None].to(torch.uint8) * 255, root / "masks" / kind / "d.png")
     data = open_dataset(root)
-    finetune_ddpm(data, data.defects(), tmp_path / "model", "inpaint-smoke", {"steps": 2})
+    used = finetune_ddpm(data, data.defects(), tmp_path / "model", "inpaint-smoke", {"steps": 2})
     assert json.loads((tmp_path / "model" / "config.json").read_text())["types"] == ["pit"]
+    assert [p.parent.name for p in used if "defect" in p.parts] == ["pit"]  # the record lists what was used
     with pytest.raises(ValueError, match="the chosen defects have none that marks a pixel"):
         finetune_ddpm(data, data.defects("scratch"), tmp_path / "other", "inpaint-smoke", {"steps": 2})

@@ -54,7 +54,8 @@ def finetune(backend: str, data: str | Path, out: str | Path, *, setting: str = 
 def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None = None,
                   overrides: dict[str, Any] | None = None, seed: int = 0, progress: bool = True) -> list[Path]:
     """Train the ddpm backend on every normal image of ``dataset`` (anything with ``normals()`` and
-    ``mask_threshold``, e.g. a layout) and the ``chosen`` defects; write it to ``out``; return the files used.
+    ``mask_threshold``, e.g. a layout) and the ``chosen`` defects (those whose mask marks a pixel); write it to
+    ``out``; return the files used.
 
     The preset's ``kind`` picks the model: v1 ("repaint", the default) or v2 ("inpaint", e.g. ``preset="inpaint"``
     or ``overrides={"kind": "inpaint"}``), whose classes are the chosen defects' types."""
@@ -67,7 +68,8 @@ def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None =
     normals = dataset.normals()
     masks = [(r, read_mask(r.mask, dataset.mask_threshold)) for r in chosen if r.mask is not None]
     # A mask that marks no pixel (some data sets have them) shows no defect to learn: left out.
-    typed = [(read_image(r.image), mask, r.defect_type) for r, mask in masks if mask.any()]
+    used = [(r, mask) for r, mask in masks if mask.any()]
+    typed = [(read_image(r.image), mask, r.defect_type) for r, mask in used]
     if not typed:
         raise ValueError("the ddpm backend needs defect masks (it paints inside them): the chosen defects have none "
                          "that marks a pixel")
@@ -77,7 +79,7 @@ def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None =
     else:
         model = train_ddpm(images, [(image, mask) for image, mask, _ in typed], config, progress=progress)
     model.save(out)
-    return [r.image for r in normals] + [r.image for r in chosen]
+    return [r.image for r in normals] + [r.image for r, _ in used]
 
 
 def _sd(dataset, chosen, out: Path, preset, overrides, checkpoint, seed: int, share: float,
