@@ -1,4 +1,4 @@
-"""The ``inout-aug`` command line: list, info, info-data, finetune, generate, bench, preview, demo."""
+"""The ``inout-aug`` command line: list, info, info-data, finetune, generate, export, bench, preview, demo."""
 
 from __future__ import annotations
 
@@ -20,13 +20,15 @@ import inout_aug
 from inout_aug.core import registry
 from inout_aug.core.io import write_png
 from inout_aug.core.settings import SettingsError, parse_pairs
+from inout_aug.data.bank import Bank
 from inout_aug.data.layouts import LAYOUTS, format_summary, open_dataset
-from inout_aug.tools.generate import GenerationError, GenerationJob
+from inout_aug.tools.export import FORMATS, export
+from inout_aug.tools.generate import ON_ERROR, GenerationError, GenerationJob, normal_images
 from inout_aug.tools.preview import preview_folder
 from inout_aug.tools.surfaces import make_surfaces
 
 # Errors that the toolkit raises on purpose about the user's input: shown as one line, without a traceback.
-USER_ERRORS = (OSError, ValueError, TypeError, LookupError, GenerationError)
+USER_ERRORS = (OSError, ValueError, TypeError, LookupError, ImportError, GenerationError)
 #: Where the toolkit's own code lives: a ``raise`` statement there is a message for the user.
 OWN_CODE = (str(Path(inout_aug.__file__).parent), str(Path(__file__).parent))
 BUG_NOTE = ("inout-aug: the error above is a bug in inout-aug, not a problem with your input; please report it to the "
@@ -179,10 +181,13 @@ def info(name: str) -> None:
 @click.option("--shard", default=None, metavar="K/N",
               help="Make only the outputs whose index is K modulo N [default: RANK/WORLD_SIZE under accelerate "
                    "launch or torchrun, else 0/1].")
+@click.option("--on-error", type=click.Choice(ON_ERROR), default="error", show_default=True,
+              help="An unreadable input, or one the augmenter cannot use (e.g. too small): stop with the error, or "
+                   "skip its outputs with one warning line per input (a rerun tries them again).")
 @_one_line_errors
 def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: int,
              param_pairs: tuple[str, ...], textures: Path | None, layout: str, split: str,
-             data_pairs: tuple[str, ...], batch_size: int, shard: str | None) -> None:
+             data_pairs: tuple[str, ...], batch_size: int, shard: str | None, on_error: str) -> None:
     """Write defective images, masks and a manifest made from normal images.
 
     --input is a plain folder of normal images, or a dataset (KolektorSDD2, KolektorSDD, MVTec AD, magnetic
@@ -193,11 +198,48 @@ def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: in
     if textures is not None:
         params["textures"] = str(textures.resolve())
     with GenerationJob(augmenter, input_dir, out, n=n, seed=seed, params=params, layout=layout, split=split,
-                       data_options=parse_params(data_pairs, "--data-option"), shard=parse_shard(shard)) as job:
+                       data_options=parse_params(data_pairs, "--data-option"), shard=parse_shard(shard),
+                       on_error=on_error) as job:
         if job.data["layout"] != "images":
             click.echo(f"{job.data['layout']} dataset, split {split}: {len(job.sources)} normal images", err=True)
         _run(job, batch_size)
-    click.echo(f"{len(job.done)} outputs in {out} ({len(job.todo)} made now)")
+    click.echo(f"{len(job.done)} outputs in {out} ({len(job.todo) - len(job.not_made)} made now)")
+    if job.skipped:
+        click.echo(f"skipped {len(job.skipped)} unusable input(s): {len(job.not_made)} output(s) not made", err=True)
+
+
+@cli.command("export")
+@click.argument("bank", type=click.Path(path_type=Path))
+@click.option("--format", "-f", "format_", type=click.Choice(FORMATS), required=True, help="Layout to write.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="New or empty folder to write (mvtec: the data set root; the category folder goes below it).")
+@click.option("--normals", type=click.Path(path_type=Path), default=None,
+              help="Normal images to add (a folder, or a data set's training normals): mvtec train/good and "
+                   "test/good, yolo-seg and coco images without defects.")
+@click.option("--test-normals", type=click.FloatRange(0, 1), default=None,
+              help="mvtec: share of --normals put in test/good [default: 0.2].")
+@click.option("--category", default=None, help="mvtec: category folder below --out [default: the bank folder's name].")
+@click.option("--defect-type", default=None,
+              help="Defect type of every entry (mvtec test/ and ground_truth/ folder, yolo-seg and coco class) "
+                   "[default: each entry's augmenter].")
+@_one_line_errors
+def export_command(bank: Path, format_: str, out: Path, normals: Path | None, test_normals: float | None,
+                   category: str | None, defect_type: str | None) -> None:
+    """Write the defect bank BANK (`generate`'s output) for other tools: mvtec (the MVTec AD layout of anomalib's
+    MVTecAD and Folder datamodules), yolo-seg (polygon labels) or coco (RLE instance masks).
+
+    Entries with a weak label (no pixel mask) are skipped and counted. The folder is written whole or not at all.
+    """
+    entries = Bank(bank, cache=False)
+    extra = [] if normals is None else normal_images(normals)[0]
+    with click.progressbar(length=len(entries) + len(extra), label=f"{format_} -> {out}", file=sys.stderr) as bar:
+        done = export(entries, out, format_, normals=extra, defect_type=defect_type, category=category,
+                      test_normals=test_normals, progress=bar.update)
+    objects = "masks" if format_ == "mvtec" else "objects"
+    click.echo(f"{done.defects} defect images ({done.objects} {objects}) and {done.normals} normal images "
+               f"in {done.folder}")
+    if done.weak:
+        click.echo(f"skipped {done.weak} weak-label entries: no pixel mask for {format_}", err=True)
 
 
 @cli.command()

@@ -402,3 +402,54 @@ def test_shards_fill_one_folder_without_overlap_and_match_an_unsharded_run(norma
     assert run("preview", str(sharded)).exit_code == 0  # the shards read as one bank
     result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(sharded), "-n", "7", "--shard", "3/3")
     assert result.exit_code == 2 and "expected K/N" in result.output
+
+
+
+@pytest.fixture
+def mixed(normals) -> Path:
+    """The normals plus a corrupt PNG (garbage bytes) and a one-pixel image, too small for a defect."""
+    (normals / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage bytes")
+    write_png(gradient_image(h=1, w=1), normals / "tiny.png")
+    return normals
+
+
+def test_generate_stops_at_a_corrupt_input_by_default(normals, tmp_path):
+    (normals / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage bytes")
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    error = result.output.splitlines()[-1]
+    assert error.startswith("Error: cannot read image") and str(normals / "bad.png") in error
+
+
+def test_generate_on_error_skip_skips_unusable_inputs_and_resumes(mixed, tmp_path):
+    out = tmp_path / "out"
+    result = run("generate", "-a", "memseg", "-i", str(mixed), "-o", str(out), "--on-error", "skip")
+    assert result.exit_code == 0, result.output
+    skipped = [line for line in result.output.splitlines() if line.startswith("warning: skipped")]
+    assert len(skipped) == 2
+    assert any(f"{mixed / 'bad.png'}: cannot read image" in line for line in skipped)
+    assert any(f"{mixed / 'tiny.png'}: memseg made no defect in" in line for line in skipped)
+    assert "6 outputs in" in result.output and "(6 made now)" in result.output
+    assert result.output.splitlines()[-1] == "skipped 2 unusable input(s): 2 output(s) not made"
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and not {Path(r["source"]).name for r in records} & {"bad.png", "tiny.png"}
+    made = sorted(p.name for p in (out / "images").iterdir())  # nothing (half-)written for the skipped ones
+    assert made == sorted(Path(r["image"]).name for r in records) == sorted(p.name for p in (out / "masks").iterdir())
+
+    again = run("generate", "-a", "memseg", "-i", str(mixed), "-o", str(out), "--on-error", "skip")
+    assert again.exit_code == 0 and "(0 made now)" in again.output
+    assert sum(line.startswith("warning: skipped") for line in again.output.splitlines()) == 2
+    stop = run("generate", "-a", "memseg", "-i", str(mixed), "-o", str(out))
+    assert stop.exit_code == 1 and stop.output.splitlines()[-1].startswith("Error: ")
+    assert "bad.png" in stop.output or "tiny.png" in stop.output
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 6
+
+
+def test_skip_in_batches_skips_only_the_unusable_inputs(mixed, tmp_path):
+    whole, batched = tmp_path / "whole", tmp_path / "batched"
+    for out, size in ((whole, "1"), (batched, "4")):
+        result = run("generate", "-a", "memseg", "-i", str(mixed), "-o", str(out), "-n", "16", "--on-error", "skip",
+                     "--batch-size", size)
+        assert result.exit_code == 0, result.output
+        assert "2 unusable input(s): 4 output(s) not made" in result.output
+    assert (whole / "manifest.jsonl").read_text() == (batched / "manifest.jsonl").read_text()

@@ -42,9 +42,12 @@ class Bank:
         """Entry ``i``: its (C, H, W) uint8 image and (H, W) bool mask, or None for a weak (txt2img) label."""
         if i in self._decoded:
             return self._decoded[i]
-        record = self.records[i]
-        image = read_image(self.path / record["image"])
-        mask = None if record["mask"] is None else read_image(self.path / record["mask"])[0] >= 128
+        image, mask = read_image(self.path / self.records[i]["image"]), self.mask(i)
         if self.cache:
             self._decoded[i] = (image, mask)
         return image, mask
+
+    def mask(self, i: int) -> torch.Tensor | None:
+        """Entry ``i``'s (H, W) bool mask, decoded now (not cached), or None for a weak label."""
+        record = self.records[i]
+        return None if record["mask"] is None else read_image(self.path / record["mask"])[0] >= 128

@@ -1,1 +1,1 @@
-"""Offline tools: generation runs on disk, contact sheets, procedural demo surfaces."""
+"""Offline tools: generation runs on disk, exports of their banks, contact sheets, procedural demo surfaces."""

@@ -4,6 +4,8 @@ The output folder holds ``images/`` and ``masks/`` (PNG, same file names), ``man
 per output: index, files, source image, augmenter, parameters, seed, drawn parameters) and ``run.json``
 (the settings). Output ``i`` depends only on the run's seed and ``i``, every file is written atomically
 and a record is appended only after its files exist, so an interrupted run resumes where it stopped.
+With ``on_error="skip"`` an unusable input (unreadable, or one the augmenter cannot put a defect in) costs its
+outputs, with a warning, instead of stopping the run; a rerun tries them again.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +33,7 @@ from inout_aug.data.manifest import manifest_name, read_manifest
 
 RUN_FILE = "run.json"
 MAX_TRIES = 8
+ON_ERROR = ("error", "skip")
 
 
 class GenerationError(RuntimeError):
@@ -43,15 +47,22 @@ class GenerationJob:
     write the same outputs. ``shard=(k, n)`` makes only the outputs whose index is k modulo n, with a
     manifest of its own: n processes (e.g. one per GPU under ``accelerate launch``) fill one folder
     without overlap, and the folder reads as one bank. ``sources`` (paths below ``input``) replaces the normal
-    images found in ``input`` by a chosen list.
+    images found in ``input`` by a chosen list. ``on_error="skip"`` skips the outputs of unusable inputs (see
+    :meth:`make`), warning once per input; ``skipped`` maps each such input to its error.
     """
 
     def __init__(self, augmenter: str, input: str | os.PathLike, out: str | os.PathLike,
                  n: int | None = None, seed: int = 0, params: dict[str, Any] | None = None,
                  layout: str = "auto", split: str = "train", data_options: dict[str, Any] | None = None,
-                 shard: tuple[int, int] = (0, 1), sources: list[str | os.PathLike] | None = None):
+                 shard: tuple[int, int] = (0, 1), sources: list[str | os.PathLike] | None = None,
+                 on_error: str = "error"):
         if not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        self.on_error = on_error
+        self.skipped: dict[Path, str] = {}
+        self.not_made: list[int] = []
         self.shard = (int(shard[0]), int(shard[1]))
         self.out, root = _absolute(out), _absolute(input)
         if sources is None:
@@ -159,26 +170,55 @@ class GenerationJob:
             if progress is not None:
                 progress(len(chunk))
 
-    def make(self, index: int, first_attempt: int = 0) -> dict[str, Any]:
-        """Make output ``index`` (a defect in a normal image), write its files, then append its record."""
+    def make(self, index: int, first_attempt: int = 0) -> dict[str, Any] | None:
+        """Make output ``index`` (a defect in a normal image), write its files, then append its record.
+
+        An unusable input raises: an unreadable file (:class:`ImageReadError`), an image the augmenter rejects
+        (ValueError) or puts no defect in (GenerationError, e.g. one too small). With ``on_error="skip"`` the output
+        is skipped instead (None), before any of its files is written.
+        """
         source = self.source(index)
+        try:
+            result, seed = self._defect(index, source, first_attempt)
+        except (ValueError, GenerationError) as exc:
+            if self.on_error == "error":
+                raise
+            self._skip(index, source, exc)
+            return None
+        return self._write(index, source, result, seed)
+
+    def _defect(self, index: int, source: Path, first_attempt: int) -> tuple[Augmented, int]:
+        """The first defect the augmenter makes in ``source`` for output ``index``, and its seed."""
         image = read_image(source)[None]
         for attempt in range(first_attempt, MAX_TRIES):
             seed = mix_seed(self.seed, index, attempt)
             self.augmenter.reseed(seed, index)
             result = self.augmenter.augment(image)
             if result.defect[0]:
-                return self._write(index, source, result, seed)
+                return result, seed
         raise GenerationError(
             f"{self.augmenter_name} made no defect in {source} after {MAX_TRIES} tries; check its parameters"
         )
 
-    def make_batch(self, indices: list[int]) -> list[dict[str, Any]]:
+    def _skip(self, index: int, source: Path, exc: Exception) -> None:
+        """Note output ``index`` as not made; warn the first time its input fails."""
+        self.not_made.append(index)
+        if source not in self.skipped:
+            self.skipped[source] = " ".join(str(exc).split())
+            warnings.warn(f"skipped {source}: {self.skipped[source]}", stacklevel=3)
+
+    def make_batch(self, indices: list[int]) -> list[dict[str, Any] | None]:
         """Make several outputs at once where the augmenter can batch them (``augment_each``: a diffusion model
-        samples them together); every output has the draws ``make(i)`` would use."""
+        samples them together); every output has the draws ``make(i)`` would use. With ``on_error="skip"`` a
+        batch that fails is made one output at a time, so that only the unusable inputs are skipped."""
         sources = [self.source(i) for i in indices]
         seeds = [mix_seed(self.seed, i, 0) for i in indices]
-        results = self.augmenter.augment_each([read_image(s)[None] for s in sources], seeds, indices)
+        try:
+            results = self.augmenter.augment_each([read_image(s)[None] for s in sources], seeds, indices)
+        except (ValueError, GenerationError):
+            if self.on_error == "error":
+                raise
+            return [self.make(i) for i in indices]
         return [self._write(i, source, result, seed) if result.defect[0] else self.make(i, first_attempt=1)
                 for i, source, result, seed in zip(indices, sources, results, seeds)]
 
