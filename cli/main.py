@@ -289,6 +289,9 @@ def _csv(text: str | None, kind: Callable[[str], Any] = str) -> tuple | None:
               help="Named settings when no CONFIG file is given [default: cpu].")
 @click.option("--model", default=None, help="Any timm model name instead of the preset's.")
 @click.option("--weights", default=None, help="Local weights file of --model (or 'package' for efficientnet_lite0).")
+@click.option("--detector", type=click.Choice(["classifier", "segdec"]), default=None,
+              help="classifier: image labels only; segdec: the segmentation-decision network on --model, which also "
+                   "learns from pixel masks and adds pixel AP and AUPRO (runs named segdec-...) [default: classifier].")
 @click.option("--methods", default=None, metavar="A,B", help="Methods: none and registry names (wildcards work).")
 @click.option("--settings", default=None, metavar="zero,few,full", help="Training setups.")
 @click.option("--shots", type=click.IntRange(min=1), default=None, help="Real defects in few-shot.")
@@ -303,13 +306,14 @@ def _csv(text: str | None, kind: Callable[[str], Any] = str) -> tuple | None:
               help="Override any setting, repeatable (e.g. --set epochs=10 --set image_size=(160,160)).")
 @_one_line_errors
 def bench(config: Path | None, data: Path, out: Path, preset: str | None, model: str | None, weights: str | None,
-          methods: str | None, settings: str | None, shots: int | None, seeds: str | None, in_ratio_sweep: bool,
-          layout: str | None, data_pairs: tuple[str, ...], folds: str | None, set_pairs: tuple[str, ...]) -> None:
+          detector: str | None, methods: str | None, settings: str | None, shots: int | None, seeds: str | None,
+          in_ratio_sweep: bool, layout: str | None, data_pairs: tuple[str, ...], folds: str | None,
+          set_pairs: tuple[str, ...]) -> None:
     """Train a defect classifier per method x setting x seed and report AP, AUROC, precision, recall and F1.
 
     CONFIG is a JSON file of settings (see benchmarks/configs/); options override it. Writes runs/*.json,
-    summary.md, summary.json, pr-SETTING.png and positives-SETTING.png to --out; with --folds all, each fold's
-    to --out/foldK and the pooled summary to --out.
+    summary.md, summary.json, pr-SETTING.png and positives-SETTING.png to --out (with --detector segdec also
+    heatmaps-RUN.png); with --folds all, each fold's to --out/foldK and the pooled summary to --out.
     """
     from inout_aug.bench.config import BenchConfig, load_config
     from inout_aug.bench.report import write_fold_report, write_report
@@ -317,8 +321,9 @@ def bench(config: Path | None, data: Path, out: Path, preset: str | None, model:
 
     if config is not None and preset is not None:
         raise click.UsageError("give a CONFIG file or --preset, not both (a config file names its preset)")
-    given = {"model": model, "weights": weights, "methods": _csv(methods), "settings": _csv(settings),
-             "shots": shots, "seeds": _csv(seeds, int), "layout": None if layout == "auto" else layout,
+    given = {"model": model, "weights": weights, "detector": detector, "methods": _csv(methods),
+             "settings": _csv(settings), "shots": shots, "seeds": _csv(seeds, int),
+             "layout": None if layout == "auto" else layout,
              "in_ratios": (0.0, 0.25, 0.5, 0.75, 1.0) if in_ratio_sweep else None,
              "all_folds": None if folds is None else folds == "all"}
     overrides = {k: v for k, v in given.items() if v is not None}

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from inout_aug import Augmenter
+from inout_aug.core.io import write_png
 from inout_aug.core.registry import GROUP
 
 
@@ -52,6 +53,23 @@ def gradient_image(c: int = 3, h: int = 32, w: int = 40, dtype: torch.dtype = to
     """A (C, H, W) image whose pixels differ from each other (so any change is visible)."""
     ramp = torch.arange(c * h * w, dtype=torch.float64).reshape(c, h, w) % 251 / 250
     return (ramp * 255).round().to(torch.uint8) if dtype == torch.uint8 else ramp.to(dtype)
+
+
+def scratch_surfaces(root: Path, normals: int, defects: int) -> Path:
+    """A folder layout at ``root``: ``normals`` grey 48x48 surfaces and ``defects`` with a dark scratch (masks)."""
+    g = torch.Generator().manual_seed(0)
+    for i in range(normals + defects):
+        base = 120 + 20 * torch.rand((1, 12, 12), generator=g)
+        image = torch.nn.functional.interpolate(base[None], size=(48, 48), mode="bilinear")[0].to(torch.uint8)
+        if i < normals:
+            write_png(image, root / "normal" / f"n{i:02d}.png")
+            continue
+        mask = torch.zeros((48, 48), dtype=torch.bool)
+        top = int(torch.randint(4, 36, (1,), generator=g))
+        mask[top:top + 6, 8:40] = True
+        write_png(torch.where(mask, torch.tensor(30, dtype=torch.uint8), image), root / "defect" / f"d{i}.png")
+        write_png(mask[None].to(torch.uint8) * 255, root / "masks" / f"d{i}.png")
+    return root
 
 
 def make_distribution(root: Path, dist: str, module: str, source: str, entries: dict[str, str]) -> None:

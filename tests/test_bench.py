@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from helpers import scratch_surfaces
 from inout_aug.bench.classifier import create_classifier, frozen_parts, model_input
 from inout_aug.bench.config import BenchConfig, load_config
 from inout_aug.bench.data import open_bench_data
@@ -31,7 +32,6 @@ from inout_aug.bench.runner import (
     git_state,
     plan,
 )
-from inout_aug.core.io import write_png
 from inout_aug.core.settings import SettingsError
 from inout_aug.data.layouts import KolektorSDD, open_dataset
 from inout_aug_cli.main import cli
@@ -40,20 +40,7 @@ from inout_aug_cli.main import cli
 @pytest.fixture(scope="module")
 def folder_data(tmp_path_factory) -> Path:
     """A folder layout of 20 normal surfaces and 8 defective ones (dark scratches, with masks), 48x48 grey."""
-    root = tmp_path_factory.mktemp("surfaces")
-    g = torch.Generator().manual_seed(0)
-    for i in range(28):
-        base = 120 + 20 * torch.rand((1, 12, 12), generator=g)
-        image = torch.nn.functional.interpolate(base[None], size=(48, 48), mode="bilinear")[0].to(torch.uint8)
-        if i < 20:
-            write_png(image, root / "normal" / f"n{i:02d}.png")
-            continue
-        mask = torch.zeros((48, 48), dtype=torch.bool)
-        top = int(torch.randint(4, 36, (1,), generator=g))
-        mask[top:top + 6, 8:40] = True
-        write_png(torch.where(mask, torch.tensor(30, dtype=torch.uint8), image), root / "defect" / f"d{i}.png")
-        write_png(mask[None].to(torch.uint8) * 255, root / "masks" / f"d{i}.png")
-    return root
+    return scratch_surfaces(tmp_path_factory.mktemp("surfaces"), normals=20, defects=8)
 
 
 def test_presets_and_config_errors(tmp_path):

@@ -23,16 +23,21 @@ from inout_aug.data.loading import augment_batch, collate, make_loader
 def create_classifier(config: BenchConfig, seed: int) -> nn.Module:
     """``config.model`` with its weights and one output, the new head initialised from ``seed``; the stem and
     the first ``config.frozen_blocks`` blocks frozen."""
-    if config.weights == REQUIRED:
-        raise ValueError(
-            f"this benchmark trains {config.model} from ImageNet weights, which cannot be downloaded here: pass "
-            f"--weights PATH (a state dict of timm's or torchvision's {config.model}, .pth or .safetensors)"
-        )
+    require_weights(config)
     torch.manual_seed(mix_seed(seed, "classifier"))
     model = create_backbone(config.model, config.weights, num_classes=1)
     for part in frozen_parts(model, config.frozen_blocks):
         part.requires_grad_(False)
     return model
+
+
+def require_weights(config: BenchConfig) -> None:
+    """Raise, saying what to pass, where ``config`` needs a weights file that the user has not given."""
+    if config.weights == REQUIRED:
+        raise ValueError(
+            f"this benchmark trains {config.model} from ImageNet weights, which cannot be downloaded here: pass "
+            f"--weights PATH (a state dict of timm's or torchvision's {config.model}, .pth or .safetensors)"
+        )
 
 
 def frozen_parts(model: nn.Module, blocks: int) -> list[nn.Module]:

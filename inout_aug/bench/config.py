@@ -17,6 +17,10 @@ from inout_aug.data.training import SETTINGS
 BASELINE, UNBALANCED, METHODS = "none", "none_unbalanced", ("none", "memseg", "diffusion", "inout")
 #: ``weights`` that must be given by the user (the paper's ResNet-50: nothing can be downloaded).
 REQUIRED = "required"
+#: What a run trains: the image-level classifier, or the segmentation–decision network that also learns from the
+#: pixel masks (:mod:`inout_aug.bench.segdec`).
+CLASSIFIER, SEGDEC = "classifier", "segdec"
+DETECTORS = (CLASSIFIER, SEGDEC)
 
 
 @dataclass
@@ -40,6 +44,11 @@ class BenchConfig:
     default ``none``, the reference that the few-shot methods are measured against). ``all_folds`` runs every
     fold of a layout split by folds (``ksdd``) as the test fold in turn (``data_options`` then must not set
     ``fold``) and pools the test scores, so each image is tested once.
+
+    ``detector="segdec"`` trains the segmentation–decision network of Božič et al. 2021 on the same backbone,
+    batches and made defects instead (pixel masks where known, image labels always; its decision head gives the
+    image score), and adds pixel AP and AUPRO on the test images that have masks; its runs are named
+    ``segdec-...``, so both kinds can share an ``out`` folder (each invocation reports its own kind).
 
     A method "inout+X" is InOutMix with augmenter X as its in side instead of diffusion (e.g. inout+transplant,
     whose real defects are the run's own shots), "inout+X@r" the same at in_ratio r.
@@ -76,6 +85,7 @@ class BenchConfig:
     layout: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
     all_folds: bool = False
+    detector: str = CLASSIFIER
 
     def __post_init__(self) -> None:
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
@@ -102,6 +112,7 @@ class BenchConfig:
             (isinstance(self.all_folds, bool), f"all_folds must be True or False, got {self.all_folds!r}"),
             (not (self.all_folds and "fold" in self.data_options),
              "all_folds runs every fold as the test fold in turn: do not also set data_options fold"),
+            (self.detector in DETECTORS, f"detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}"),
         ]
         for ok, message in checks:
             if not ok:

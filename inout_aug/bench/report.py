@@ -11,13 +11,15 @@ import numpy as np
 import torch
 
 from inout_aug.bench import metrics
-from inout_aug.bench.config import BASELINE, BenchConfig
+from inout_aug.bench.config import BASELINE, CLASSIFIER, BenchConfig
 from inout_aug.bench.plots import write_positives, write_pr_curves
 from inout_aug.bench.runner import Benchmark, Run, setting_name
 from inout_aug.core.io import write_text
 from inout_aug.data.loading import augment_batch, collate
 
 MEASURES = ("ap", "auroc", "precision", "recall", "f1")
+#: Pixel-level measures of the segmentation–decision network, where the test split has masks: name and column title.
+PIXEL_MEASURES = {"pixel_ap": "pixel AP", "aupro": "AUPRO@0.3"}
 #: The methods every other one is compared with, paired by seed.
 COMPARED = (BASELINE, "memseg")
 #: Further paired comparisons (method, reference), where both ran: the in sides against each other, and each in
@@ -99,6 +101,10 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                "seeds": [m["run"]["seed"] for m in members]}
         for measure in MEASURES:
             row[measure] = metrics.mean_std([m["metrics"][measure] for m in members])
+        for measure in PIXEL_MEASURES:
+            values = [m["metrics"].get(measure) for m in members]
+            if all(v is not None for v in values):
+                row[measure] = metrics.mean_std(values)
         references = [*COMPARED, *(ref for name, ref in CONTRASTS if name == method)]
         row["vs"] = {ref: paired_difference(ap[(setting, method)], ap[(setting, ref)]) for ref in references
                      if ref != method and (setting, ref) in ap}
@@ -117,13 +123,15 @@ def markdown(rows: list[dict[str, Any]], skipped: dict[tuple[str, str], str], se
     """The summary table, one section per setting; skipped (method, setting) pairs are listed with the reason;
     then per-fold AP where the rows have it."""
     lines = [header] if header else []
-    columns = ["method", "seeds", "AP", "AUROC", "precision", "recall", "F1",
+    pixel = [m for m in PIXEL_MEASURES if any(m in r for r in rows)]
+    columns = ["method", "seeds", "AP", "AUROC", "precision", "recall", "F1", *(PIXEL_MEASURES[m] for m in pixel),
                *(f"AP − {ref} (paired, 95 % CI)" for ref in COMPARED), "gap closed (95 % CI)", "s / run"]
     for setting in settings:
         title = SETTING_TITLES[setting] + (f" (N = {shots})" if setting == "few" else "")
         lines += [f"### {title}", "", _cells(columns), _cells(["---"] * len(columns))]
         for row in (r for r in rows if r["setting"] == setting):
             lines.append(_cells([row["method"], str(len(row["seeds"])), *(_pm(row[m]) for m in MEASURES),
+                                 *(_pm(row[m]) if m in row else "—" for m in pixel),
                                  *(_difference(row["vs"].get(ref)) for ref in COMPARED), _share(row["gap_share"]),
                                  f"{row['seconds']:.0f}"]))
         for (method, where), reason in skipped.items():
@@ -288,9 +296,7 @@ def _header(config: BenchConfig, benches: list[Benchmark], results: list[dict[st
     lines = [
         f"# Benchmark: {config.model} on {train.layout} ({train.root.name})", "",
         f"Command: `{command}`" if command else "",
-        f"Classifier: {config.model} (weights: {config.weights}), {config.image_size[0]}x{config.image_size[1]} px, "
-        f"{config.epochs} epochs, batch {config.batch_size}, Adam lr {config.learning_rate}, "
-        f"{config.frozen_blocks} frozen blocks; the last epoch's model is tested.",
+        _model_line(config),
         _data_line(benches),
         f"Balance and steps are equal for every method: positives fill {config.positive_fraction:.0%} of each "
         "training set (made defects, or for none copies of its real defects under random flips and 90° rotations), "
@@ -309,6 +315,20 @@ def _header(config: BenchConfig, benches: list[Benchmark], results: list[dict[st
         f"Source: {provenance(results)}.", "",
     ]
     return "\n".join(lines)
+
+
+def _model_line(config: BenchConfig) -> str:
+    """What was trained: the classifier, or the segmentation–decision network and how its pixels are scored."""
+    training = (f"{config.image_size[0]}x{config.image_size[1]} px, {config.epochs} epochs, batch {config.batch_size}, "
+                f"Adam lr {config.learning_rate}, {config.frozen_blocks} frozen blocks; the last epoch's model is "
+                "tested.")
+    if config.detector == CLASSIFIER:
+        return f"Classifier: {config.model} (weights: {config.weights}), {training}"
+    return (f"Detector: segmentation–decision network (Božič et al. 2021, arXiv 2104.06064; departures in "
+            f"inout_aug/bench/segdec.py) on {config.model} (weights: {config.weights}), {training} Pixel loss "
+            "where a mask is known, image loss on every sample, the image score from the decision head. Pixel AP "
+            "(scikit-learn) and AUPRO up to FPR 0.3 (anomalib's per-region overlap curve): every content pixel of "
+            "the test images with masks at the image size, the map upsampled bilinearly.")
 
 
 def _data_line(benches: list[Benchmark]) -> str:

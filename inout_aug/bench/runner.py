@@ -19,7 +19,7 @@ import torch
 
 from inout_aug.bench import metrics
 from inout_aug.bench.classifier import create_classifier, predict, train_classifier
-from inout_aug.bench.config import BASELINE, UNBALANCED, BenchConfig
+from inout_aug.bench.config import BASELINE, CLASSIFIER, SEGDEC, UNBALANCED, BenchConfig
 from inout_aug.bench.data import BenchData, open_bench_data
 from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.core.io import write_png, write_text
@@ -144,13 +144,20 @@ class Benchmark:
                                                config.data_options, resize=config.resize, holdout=config.holdout)
         self.runs, self.skipped = plan(config)
 
+    def run_name(self, run: Run) -> str:
+        """How files name ``run``: :meth:`Run.name`, after "segdec-" for the segmentation–decision network."""
+        name = run.name(self.config.shots)
+        return name if self.config.detector == CLASSIFIER else f"{self.config.detector}-{name}"
+
     def result_path(self, run: Run) -> Path:
-        return self.out / "runs" / f"{run.name(self.config.shots)}.json"
+        return self.out / "runs" / f"{self.run_name(run)}.json"
 
     def digest(self, run: Run) -> str:
         """A hash of what a run's result depends on: the settings (less the list of runs), the run, the data; a
         stored result is reused only under the same hash."""
         settings = {k: v for k, v in self.config.to_dict().items() if k not in PLAN_FIELDS}
+        if settings["detector"] == CLASSIFIER:  # as before the setting existed: stored classifier runs stay valid
+            del settings["detector"]
         parts = [settings, run.method, run.setting, run.seed, self.data.record()]
         text = json.dumps(parts + ([RECIPES[run.method]] if run.method in RECIPES else []), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -169,7 +176,7 @@ class Benchmark:
         results = []
         for i, run in enumerate(self.runs):
             result = self.finished(run)
-            label = f"[{i + 1}/{len(self.runs)}] {run.name(self.config.shots)}"
+            label = f"[{i + 1}/{len(self.runs)}] {self.run_name(run)}"
             if result is None:
                 self.log(f"{label}: training")
                 result = self.execute(run, lambda text, label=label: self.log(f"{label}: {text}"))
@@ -189,13 +196,21 @@ class Benchmark:
         return dataset, augmenter
 
     def execute(self, run: Run, log: Callable[[str], None]) -> dict[str, Any]:
-        """Train and score one classifier; its result record."""
+        """Train and score one classifier (or segmentation–decision network); its result record."""
         start = time.perf_counter()
         dataset, augmenter = self.training_set(run)
-        model = create_classifier(self.config, run.seed)
-        history = train_classifier(model, dataset, self.config, run.seed, augmenter, log)
-        _, val_scores = predict(model, self.data.validation)
-        labels, scores = predict(model, self.data.test)
+        if self.config.detector == SEGDEC:
+            from inout_aug.bench import segdec
+
+            model = segdec.create_segdec(self.config, run.seed)
+            history = segdec.train_segdec(model, dataset, self.config, run.seed, augmenter, log)
+            _, val_scores, _ = segdec.predict_segdec(model, self.data.validation)
+            labels, scores, maps = segdec.predict_segdec(model, self.data.test)
+        else:
+            model = create_classifier(self.config, run.seed)
+            history = train_classifier(model, dataset, self.config, run.seed, augmenter, log)
+            _, val_scores = predict(model, self.data.validation)
+            labels, scores = predict(model, self.data.test)
         threshold = metrics.threshold_at_false_alarm_rate(val_scores, self.config.false_alarm_rate)
         found = metrics.scores_at(labels, scores, threshold)
         oracle = metrics.scores_at(labels, scores, metrics.best_f1_threshold(labels, scores))
@@ -214,6 +229,15 @@ class Benchmark:
             "versions": versions(), **git_state(self.out),
             "scores": {"test_labels": labels.tolist(), "test": scores.tolist(), "validation": val_scores.tolist()},
         }
+        if self.config.detector == SEGDEC:
+            pixel = segdec.pixel_metrics(self.data.test, maps)
+            result["run"]["detector"] = SEGDEC
+            result["metrics"].update(pixel_ap=pixel.pop("pixel_ap"), aupro=pixel.pop("aupro"))
+            result["pixel"] = {**pixel, "measured": "pixel AP (scikit-learn) and AUPRO up to the FPR limit "
+                               "(anomalib's per-region overlap curve) of the segmentation map, bilinearly upsampled"}
+            write_png(segdec.heatmap_sheet(self.data.test, maps), self.out / f"heatmaps-{self.run_name(run)}.png")
+            result["seconds"] = time.perf_counter() - start
+            log(f"pixel AP {_format(result['metrics']['pixel_ap'])}, AUPRO {_format(result['metrics']['aupro'])}")
         log(f"AP {result['metrics']['ap']:.3f}, AUROC {result['metrics']['auroc']:.3f}, "
             f"F1 {found['f1']:.3f} ({result['seconds']:.0f} s)")
         return result
@@ -304,6 +328,10 @@ def fold_benchmarks(config: BenchConfig, data: str | Path, out: str | Path,
                                                                      "folds": folds}),
                       data, Path(out) / f"fold{fold}", lambda text, fold=fold: log(f"fold {fold} {text}"))
             for fold in range(folds)]
+
+
+def _format(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def _stderr(text: str) -> None:
