@@ -55,6 +55,18 @@ def gradient_image(c: int = 3, h: int = 32, w: int = 40, dtype: torch.dtype = to
     return (ramp * 255).round().to(torch.uint8) if dtype == torch.uint8 else ramp.to(dtype)
 
 
+def gradient_dataset(data: Path) -> Path:
+    """A folder layout at ``data``: 4 shifted gradient normals and 2 defects with rectangular masks, 40x44 grey."""
+    for i in range(4):
+        write_png(gradient_image(1, 40, 44).roll(7 * i, -1), data / "normal" / f"n{i}.png")
+    for i in range(2):
+        write_png(gradient_image(1, 40, 44).roll(3 * i, -2), data / "defect" / f"d{i}.png")
+        mask = torch.zeros(1, 40, 44, dtype=torch.uint8)
+        mask[:, 10:20, 8 + 5 * i:30] = 255
+        write_png(mask, data / "masks" / f"d{i}.png")
+    return data
+
+
 def scratch_surfaces(root: Path, normals: int, defects: int) -> Path:
     """A folder layout at ``root``: ``normals`` grey 48x48 surfaces and ``defects`` with a dark scratch (masks)."""
     g = torch.Generator().manual_seed(0)

@@ -130,7 +130,7 @@ def test_training_is_seeded_takes_channels_and_checks_types():
 def test_training_batches_hold_defect_windows_then_surface_windows_with_holes():
     config = DDPMConfig.preset("inpaint-smoke", channels=1, types=TYPES)
     defects = [_defect(10, "blob"), _defect(11, "crack")]
-    batch, weight, labels, context = _window_batch([_surface(0)], defects, [1, 2], [16, 16], 3, config,
+    batch, weight, labels, context = _window_batch([_surface(0)], defects, [1, 2], [16, 16], 3, 8, config,
                                                    torch.Generator().manual_seed(0))
     assert batch.shape == (8, 1, 16, 16) and weight.shape == (8, 1, 16, 16) and context.shape == (8, 2, 16, 16)
     assert set(labels[:3].tolist()) <= {1, 2} and labels[3:].eq(SURFACE).all()

@@ -12,9 +12,9 @@ import torch
 from click.testing import CliRunner
 from torchvision import tv_tensors
 
-from helpers import gradient_image, kill_after
+from helpers import gradient_dataset, gradient_image, kill_after
 from inout_aug.augmenters.diffusion import DiffusionDefect
-from inout_aug.core.io import read_image, write_png
+from inout_aug.core.io import read_image
 from inout_aug_cli.main import cli
 
 tiny = pytest.importorskip("inout_aug.testing.tiny_sd")
@@ -30,14 +30,7 @@ def run(*args: str):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("path")
-    data = root / "data"
-    for i in range(4):
-        write_png(gradient_image(1, 40, 44).roll(7 * i, -1), data / "normal" / f"n{i}.png")
-    for i in range(2):
-        write_png(gradient_image(1, 40, 44).roll(3 * i, -2), data / "defect" / f"d{i}.png")
-        mask = torch.zeros(1, 40, 44, dtype=torch.uint8)
-        mask[:, 10:20, 8 + 5 * i:30] = 255
-        write_png(mask, data / "masks" / f"d{i}.png")
+    data = gradient_dataset(root / "data")
     return root, data, tiny.save_tiny_checkpoint(root / "sd"), tiny.save_tiny_checkpoint(root / "sdi", inpaint=True)
 
 

@@ -66,6 +66,7 @@ class DDPMConfig:
     it reads ``defect_share``, ``types`` and the loss; ``defect_weight`` and ``resample`` are v1's only).
     ``window_scale``: the square window around a defect is this many times its bounding box's longer side
     (at least ``patch_size``), both for training crops and for inpainting; a larger window is resized to the patch.
+    ``batch_size`` is per process when training runs on several (``accelerate launch``, torchrun).
     """
 
     kind: str = "repaint"
@@ -160,8 +161,9 @@ class DDPMDefectModel:
         """Where the UNet lives."""
         return next(self.unet.parameters()).device
 
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``unet/`` (safetensors) to ``folder``, replacing an older model there whole.
+    def save(self, folder: str | os.PathLike, extra_files: dict[str, str] | None = None) -> Path:
+        """Write ``config.json``, ``unet/`` (safetensors) and ``extra_files`` (name: text, e.g. a record of the
+        training data) to ``folder``, replacing an older model there whole.
 
         The files are written into a temporary sibling folder that is renamed at the end, so ``folder`` never
         holds half a model. A non-empty ``folder`` that is not a ddpm model is refused.
@@ -176,6 +178,8 @@ class DDPMDefectModel:
             tmp.mkdir()
             write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", tmp / CONFIG_FILE)
             self.unet.save_pretrained(tmp / UNET_FOLDER, safe_serialization=True)
+            for name, text in (extra_files or {}).items():
+                write_text(text, tmp / name)
             if folder.exists():
                 os.replace(folder, old)
             os.replace(tmp, folder)
@@ -288,21 +292,24 @@ class DDPMDefectModel:
 
 
 def train_ddpm(normals: Sequence[torch.Tensor], defects: Sequence[tuple[torch.Tensor, torch.Tensor]],
-               config: DDPMConfig, *, progress: bool = True, device: str | torch.device = "cpu") -> DDPMDefectModel:
+               config: DDPMConfig, *, progress: bool = True,
+               device: str | torch.device | None = None) -> DDPMDefectModel:
     """Train a ddpm model from scratch on normal images (C, H, W) uint8 and defects (image, (H, W) bool mask).
 
     Each batch holds ``defect_share`` defect patches (class 1: windows around a real defect, with flips, 90°
     rotations, brightness/contrast and crop jitter) and normal patches (class 0: random crops, flipped);
     ``class_dropout`` of the labels become the null class for classifier-free guidance. Seeded by
     ``config.seed``: the same inputs give the same weights on CPU. ``progress`` shows a bar with the loss on stderr.
+    Data parallel under ``accelerate launch`` or torchrun, on accelerate's device unless ``device`` is "cpu"
+    (``batch_size`` per process; every process returns the trained model).
     """
     config, normals, defects = _training_inputs(normals, defects, config)
-    n_defect = round(config.batch_size * config.defect_share)
-    labels = torch.tensor([DEFECT] * n_defect + [NORMAL] * (config.batch_size - n_defect))
     sides = [max(_window(mask, config)[2:]) for _, mask in defects]
 
-    def draw(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
-        return *_batch(normals, defects, sides, n_defect, config, generator), labels, None
+    def draw(generator: torch.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
+        n_defect = round(size * config.defect_share)
+        labels = torch.tensor([DEFECT] * n_defect + [NORMAL] * (size - n_defect))
+        return *_batch(normals, defects, sides, n_defect, size, config, generator), labels, None
 
     return DDPMDefectModel(config, _train(config, draw, progress, device))
 
@@ -328,15 +335,25 @@ def _training_inputs(
     return config, normals, defects
 
 
-#: A training batch from a generator: patches in [-1, 1], per-pixel loss weights (B, 1, P, P), class labels and
-#: the context channels fed to the UNet beside the noisy patches (None: none).
-Draw = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]
+#: A training batch of ``size`` rows from a generator: patches in [-1, 1], per-pixel loss weights (B, 1, P, P),
+#: class labels and the context channels fed to the UNet beside the noisy patches (None: none).
+Draw = Callable[[torch.Generator, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]
 
 
-def _train(config: DDPMConfig, draw: Draw, progress: bool, device: str | torch.device) -> UNet2DModel:
+def _train(config: DDPMConfig, draw: Draw, progress: bool, device: str | torch.device | None) -> UNet2DModel:
     """The UNet of ``config`` trained on batches from ``draw`` (seeded by ``config.seed``; EMA weights when
     ``config.ema``): noise prediction, loss weighted per pixel, ``class_dropout`` of the labels made the null
-    class (the last one)."""
+    class (the last one).
+
+    Runs under accelerate: data parallel on every process of ``accelerate launch`` or torchrun, on accelerate's
+    device (``device="cpu"`` forces the CPU). ``batch_size`` is per process. Every process draws the whole global
+    batch (``batch_size`` x processes rows) from the one seeded generator and trains on its own rows, with the loss
+    normalised by the global batch's weights, so the averaged gradients are the global batch's: n processes at
+    batch b train as one process at batch n x b, up to float rounding."""
+    from inout_aug.models.parallel import make_accelerator
+
+    accelerator = make_accelerator(cpu=device is not None and torch.device(device).type == "cpu")
+    device = accelerator.device
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -347,20 +364,24 @@ def _train(config: DDPMConfig, draw: Draw, progress: bool, device: str | torch.d
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
     warmup = max(1, min(100, config.steps // 10))
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, config.steps))
+    model, optimizer = accelerator.prepare(unet, optimizer)
+    rank, size = accelerator.process_index, config.batch_size * accelerator.num_processes
+    mine = slice(rank * config.batch_size, (rank + 1) * config.batch_size)
     running = math.nan
-    with _progress(config.steps, progress, lambda: f"loss {running:.4f}") as bar:
+    with _progress(config.steps, progress and accelerator.is_local_main_process, lambda: f"loss {running:.4f}") as bar:
         for step in bar:
-            batch, weight, labels, context = draw(generator)
+            batch, weight, labels, context = draw(generator, size)
             dropped = torch.rand(len(labels), generator=generator) < config.class_dropout
             noise = torch.randn(batch.shape, generator=generator)
             t = torch.randint(config.num_train_timesteps, (len(batch),), generator=generator)
-            noisy = noise_scheduler.add_noise(batch, noise, t).to(device)
+            noisy = noise_scheduler.add_noise(batch[mine], noise[mine], t[mine]).to(device)
             if context is not None:
-                noisy = torch.cat([noisy, context.to(device)], 1)
-            pred = unet(noisy, t.to(device), class_labels=labels.masked_fill(dropped, null).to(device)).sample
-            loss = ((pred - noise.to(device)) ** 2 * weight.to(device)).mean() / weight.mean()
+                noisy = torch.cat([noisy, context[mine].to(device)], 1)
+            classes = labels.masked_fill(dropped, null)[mine].to(device)
+            pred = model(noisy, t[mine].to(device), class_labels=classes).sample
+            loss = ((pred - noise[mine].to(device)) ** 2 * weight[mine].to(device)).mean() / weight.mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             optimizer.step()
             lr_scheduler.step()
             if config.ema:
@@ -368,7 +389,9 @@ def _train(config: DDPMConfig, draw: Draw, progress: bool, device: str | torch.d
                 with torch.no_grad():
                     for slow, fast in zip(average.parameters(), unet.parameters()):
                         slow.lerp_(fast, 1 - decay)
-            running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
+            shown = accelerator.reduce(loss.detach(), "mean").item()
+            running = shown if math.isnan(running) else 0.95 * running + 0.05 * shown
+    accelerator.wait_for_everyone()
     return average
 
 
@@ -496,10 +519,12 @@ def _to_unit(patch: torch.Tensor) -> torch.Tensor:
 
 
 def _batch(normals: list[torch.Tensor], defects: list[tuple[torch.Tensor, torch.Tensor]], sides: list[int],
-           n_defect: int, config: DDPMConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch in [-1, 1], ``n_defect`` defect patches first, and its per-pixel loss weights (B, 1, P, P)."""
+           n_defect: int, size: int, config: DDPMConfig,
+           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch of ``size`` in [-1, 1], ``n_defect`` defect patches first, and its per-pixel loss weights
+    (B, 1, P, P)."""
     shown = [_defect_patch(defects, config, generator) for _ in range(n_defect)]
-    normal = [_normal_patch(normals, sides, config, generator) for _ in range(config.batch_size - n_defect)]
+    normal = [_normal_patch(normals, sides, config, generator) for _ in range(size - n_defect)]
     batch = torch.stack([patch for patch, _ in shown] + normal)
     weight = torch.ones(len(batch), 1, config.patch_size, config.patch_size)
     if shown:

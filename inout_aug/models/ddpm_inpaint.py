@@ -118,12 +118,13 @@ class InpaintDefectModel(DDPMDefectModel):
 
 def train_inpaint(normals: Sequence[torch.Tensor], defects: Sequence[tuple[torch.Tensor, torch.Tensor, str]],
                   config: DDPMConfig, *, progress: bool = True,
-                  device: str | torch.device = "cpu") -> InpaintDefectModel:
+                  device: str | torch.device | None = None) -> InpaintDefectModel:
     """Train a v2 model from scratch on normal images (C, H, W) uint8 and defects (image, (H, W) bool mask, type).
 
     ``config.kind`` must be "inpaint". Its ``types`` are the classes: the defects' types, sorted, when empty;
     when given, every defect's type must be one of them. Batches: see the module docstring. Seeded by
     ``config.seed``: the same inputs give the same weights on CPU. ``progress`` shows a bar with the loss on stderr.
+    Data parallel and ``device``: as :func:`~inout_aug.models.ddpm.train_ddpm`.
     """
     if config.kind != "inpaint":
         raise ValueError(f"train_inpaint trains kind='inpaint' models, got kind {config.kind!r} (use train_ddpm)")
@@ -135,23 +136,23 @@ def train_inpaint(normals: Sequence[torch.Tensor], defects: Sequence[tuple[torch
     config = DDPMConfig.from_dict({**config.to_dict(), "types": types})
     config, normals, pairs = _training_inputs(normals, [(image, mask) for image, mask, _ in defects], config)
     classes = [types.index(defect_type) + 1 for *_, defect_type in defects]
-    n_defect = round(config.batch_size * config.defect_share)
     sides = [max(_window(mask, config)[2:]) for _, mask in pairs]
 
-    def draw(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _window_batch(normals, pairs, classes, sides, n_defect, config, generator)
+    def draw(generator: torch.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _window_batch(normals, pairs, classes, sides, round(size * config.defect_share), size, config,
+                             generator)
 
     return InpaintDefectModel(config, _train(config, draw, progress, device))
 
 
 def _window_batch(normals: list[torch.Tensor], defects: list[tuple[torch.Tensor, torch.Tensor]], classes: list[int],
-                  sides: list[int], n_defect: int, config: DDPMConfig,
+                  sides: list[int], n_defect: int, size: int, config: DDPMConfig,
                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A training batch: ``n_defect`` windows around real defects (class of their type), then normal crops with
-    the hole of a real defect's window (surface). Returns the patches in [-1, 1], the loss weights (the holes,
-    (B, 1, P, P)), the labels and the context (patches with their holes zeroed, and the holes)."""
+    """A training batch of ``size``: ``n_defect`` windows around real defects (class of their type), then normal
+    crops with the hole of a real defect's window (surface). Returns the patches in [-1, 1], the loss weights (the
+    holes, (B, 1, P, P)), the labels and the context (patches with their holes zeroed, and the holes)."""
     patches, holes, labels = [], [], []
-    for row in range(config.batch_size):
+    for row in range(size):
         pick = int(torch.randint(len(defects), (1,), generator=generator))
         patch, defect = _defect_patch([defects[pick]], config, generator)
         if row >= n_defect:

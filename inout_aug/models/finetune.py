@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from inout_aug.core.io import digest, read_image, write_text
+from inout_aug.core.io import digest, read_image
 from inout_aug.data.layouts import Record, open_dataset, read_mask
 from inout_aug.data.training import choose_defects
 
@@ -31,34 +31,45 @@ def finetune(backend: str, data: str | Path, out: str | Path, *, setting: str = 
     defects; ``sd`` trains a LoRA on the chosen defects, or for zero-shot on ``normal_share`` of the normal
     images (then prompt for defects). ``preset`` and ``overrides`` set the backend's settings. Writes the
     model and ``training_data.json``: the dataset, the setup and every file that went in, with hashes.
+
+    Data parallel under ``accelerate launch`` or torchrun (both backends; batch sizes are per process): the main
+    process writes the model with its record as one, so a killed run leaves no half-written model in ``out``.
     """
     out = Path(out)
+    if backend not in ("ddpm", "sd"):
+        raise ValueError(f"backend must be 'ddpm' or 'sd', got {backend!r}")
     dataset = open_dataset(data, layout, split, **(data_options or {}))
     chosen = choose_defects(dataset.defects(defect_type), setting, shots if setting == "few" else None, seed)
-    if backend == "ddpm":
-        used = finetune_ddpm(dataset, chosen, out, preset, overrides, seed, progress)
-    elif backend == "sd":
-        used = _sd(dataset, chosen, out, preset, overrides, checkpoint, seed, normal_share, progress)
-    else:
-        raise ValueError(f"backend must be 'ddpm' or 'sd', got {backend!r}")
     record = {
         "backend": backend, "dataset": {"layout": dataset.layout, "root": str(dataset.root), "split": split,
                                         "options": dataset.options()},
         "setting": setting, "shots": shots if setting == "few" else None, "defect_type": defect_type, "seed": seed,
-        "files": [{"image": str(path), "sha256": digest(path)} for path in used],
     }
-    write_text(json.dumps(record, indent=2) + "\n", out / RECORD)
+    if backend == "ddpm":
+        finetune_ddpm(dataset, chosen, out, preset, overrides, seed, progress, record)
+    else:
+        _sd(dataset, chosen, out, preset, overrides, checkpoint, seed, normal_share, progress, record)
     return out
 
 
+def _record_text(record: dict[str, Any], used: list[Path]) -> str:
+    """``training_data.json``: ``record`` with every file that went in, with hashes."""
+    files = [{"image": str(path), "sha256": digest(path)} for path in used]
+    return json.dumps({**record, "files": files}, indent=2) + "\n"
+
+
 def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None = None,
-                  overrides: dict[str, Any] | None = None, seed: int = 0, progress: bool = True) -> list[Path]:
+                  overrides: dict[str, Any] | None = None, seed: int = 0, progress: bool = True,
+                  record: dict[str, Any] | None = None) -> list[Path]:
     """Train the ddpm backend on every normal image of ``dataset`` (anything with ``normals()`` and
     ``mask_threshold``, e.g. a layout) and the ``chosen`` defects (those whose mask marks a pixel); write it to
-    ``out``; return the files used.
+    ``out`` (with ``training_data.json``, ``record`` and the files used, when ``record`` is given); return the
+    files used. Data parallel under accelerate; the main process saves.
 
     The preset's ``kind`` picks the model: v1 ("repaint", the default) or v2 ("inpaint", e.g. ``preset="inpaint"``
     or ``overrides={"kind": "inpaint"}``), whose classes are the chosen defects' types."""
+    from accelerate import PartialState
+
     from inout_aug.models.ddpm import DDPMConfig, train_ddpm
     from inout_aug.models.ddpm_inpaint import train_inpaint
 
@@ -78,12 +89,16 @@ def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None =
         model = train_inpaint(images, typed, config, progress=progress)
     else:
         model = train_ddpm(images, [(image, mask) for image, mask, _ in typed], config, progress=progress)
-    model.save(out)
-    return [r.image for r in normals] + [r.image for r, _ in used]
+    files = [r.image for r in normals] + [r.image for r, _ in used]
+    state = PartialState()
+    if state.is_main_process:
+        model.save(out, None if record is None else {RECORD: _record_text(record, files)})
+    state.wait_for_everyone()
+    return files
 
 
-def _sd(dataset, chosen, out: Path, preset, overrides, checkpoint, seed: int, share: float,
-        progress: bool) -> list[Path]:
+def _sd(dataset, chosen, out: Path, preset, overrides, checkpoint, seed: int, share: float, progress: bool,
+        record: dict[str, Any]) -> None:
     from inout_aug.models import sd
 
     if checkpoint is None:
@@ -93,5 +108,5 @@ def _sd(dataset, chosen, out: Path, preset, overrides, checkpoint, seed: int, sh
     if not images:  # zero-shot: the surface from a share of the normals; defects come from the prompt
         normals = dataset.normals()
         images = [r.image for r in normals[:: max(1, round(1 / share))]]
-    sd.finetune_lora(checkpoint, images, out, settings, progress=progress)
-    return images
+    sd.finetune_lora(checkpoint, images, out, settings, progress=progress,
+                     extra_files={RECORD: _record_text(record, images)})
