@@ -204,6 +204,10 @@ def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: in
             click.echo(f"{job.data['layout']} dataset, split {split}: {len(job.sources)} normal images", err=True)
         _run(job, batch_size)
     click.echo(f"{len(job.done)} outputs in {out} ({len(job.todo) - len(job.not_made)} made now)")
+    if job.skipped and not job.done:
+        source, why = next(iter(job.skipped.items()))
+        raise GenerationError(f"every input was skipped as unusable ({len(job.skipped)}; the first, {source}: {why}): "
+                              "check the inputs and the augmenter's parameters")
     if job.skipped:
         click.echo(f"skipped {len(job.skipped)} unusable input(s): {len(job.not_made)} output(s) not made", err=True)
 
@@ -312,8 +316,9 @@ def bench(config: Path | None, data: Path, out: Path, preset: str | None, model:
     """Train a defect classifier per method x setting x seed and report AP, AUROC, precision, recall and F1.
 
     CONFIG is a JSON file of settings (see benchmarks/configs/); options override it. Writes runs/*.json,
-    summary.md, summary.json, pr-SETTING.png and positives-SETTING.png to --out (with --detector segdec also
-    heatmaps-RUN.png); with --folds all, each fold's to --out/foldK and the pooled summary to --out.
+    summary.md, summary.json, pr-SETTING.png and positives-SETTING.png to --out (with --detector segdec named
+    segdec-summary.md etc., and heatmaps-RUN.png); with --folds all, each fold's to --out/foldK and the pooled
+    summary to --out.
     """
     from inout_aug.bench.config import BenchConfig, load_config
     from inout_aug.bench.report import write_fold_report, write_report
@@ -340,7 +345,7 @@ def bench(config: Path | None, data: Path, out: Path, preset: str | None, model:
     written = [path for runner, done in zip(benches, results) for path in write_report(runner, done, command)]
     if bench_config.all_folds:
         written += write_fold_report(bench_config, benches, results, out, command)
-    click.echo((out / "summary.md").read_text(encoding="utf-8"))
+    click.echo((out / f"{bench_config.report_prefix}summary.md").read_text(encoding="utf-8"))
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 

@@ -180,7 +180,7 @@ def test_a_stored_classifier_run_is_still_reused(magnetic_tile):
     assert bench.digest(Run("none", "few", 0)) == record["digest"]
 
 
-def test_segdec_smoke_run_scores_pixels_and_draws_heatmaps(surfaces, tmp_path):
+def test_segdec_smoke_run_scores_pixels_draws_heatmaps_and_keeps_the_classifier_report(surfaces, tmp_path):
     def bench(*args):
         return CliRunner().invoke(cli, ["bench", "--preset", "smoke", "--data", str(surfaces), "--out", str(tmp_path),
                                         "--methods", "memseg", "--settings", "few", *args], catch_exceptions=False)
@@ -196,14 +196,16 @@ def test_segdec_smoke_run_scores_pixels_and_draws_heatmaps(surfaces, tmp_path):
     epoch = record["history"][0]
     assert epoch["lambda"] == 1 and epoch["weak"] == 0 and {"seg_loss", "cls_loss"} <= epoch.keys()
     assert PIL.Image.open(tmp_path / "heatmaps-segdec-memseg-few2-seed0.png").format == "PNG"
-    summary = (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "segdec-summary.md").read_text()
     assert "Detector: segmentation–decision network" in summary and "| pixel AP | AUPRO@0.3 |" in summary
+    assert (tmp_path / "segdec-pr-few2.png").is_file() and not (tmp_path / "summary.md").exists()
     plain = bench()  # the classifier beside it, in the same folder
     assert plain.exit_code == 0, plain.output
     classifier = json.loads((tmp_path / "runs" / "memseg-few2-seed0.json").read_text())
     assert "detector" not in classifier["run"] and "pixel_ap" not in classifier["metrics"]
     summary = (tmp_path / "summary.md").read_text()
     assert "Classifier: efficientnet_lite0" in summary and "pixel AP" not in summary
+    assert "Detector: segmentation–decision network" in (tmp_path / "segdec-summary.md").read_text()
 
 
 def test_the_summary_shows_pixel_measures_only_where_runs_have_them():
@@ -214,3 +216,8 @@ def test_the_summary_shows_pixel_measures_only_where_runs_have_them():
     assert row["pixel_ap"] == pytest.approx((0.8, np.sqrt(0.5))) and "aupro" not in row
     assert "| memseg | 2 | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.400 ± 0.000 | 0.300 ± 0.000 | 0.200 ± 0.000 | " \
            "0.800 ± 0.707 | — |" in markdown([row], {}, ("few",), 5)
+
+
+def test_segdec_refuses_all_folds():
+    with pytest.raises(ValueError, match="all_folds pools image scores only"):
+        BenchConfig.preset("smoke", detector="segdec", all_folds=True)

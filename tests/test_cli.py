@@ -421,6 +421,16 @@ def test_generate_stops_at_a_corrupt_input_by_default(normals, tmp_path):
     assert error.startswith("Error: cannot read image") and str(normals / "bad.png") in error
 
 
+def test_generate_on_error_skip_fails_when_every_input_is_skipped(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage bytes")
+    result = run("generate", "-a", "memseg", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                 "--on-error", "skip")
+    assert result.exit_code == 1
+    error = result.output.splitlines()[-1]
+    assert error.startswith("Error: every input was skipped as unusable (1; the first, ") and "bad.png" in error
+
+
 def test_generate_on_error_skip_skips_unusable_inputs_and_resumes(mixed, tmp_path):
     out = tmp_path / "out"
     result = run("generate", "-a", "memseg", "-i", str(mixed), "-o", str(out), "--on-error", "skip")

@@ -166,7 +166,7 @@ def test_sd_lora_on_two_processes_trains_as_one_at_twice_the_batch(setup):
                                                      "training_data.json"]
 
 
-def test_a_killed_two_process_finetune_leaves_the_model_there_whole(setup, ddpm_models):
+def test_a_two_process_finetune_killed_during_training_keeps_the_previous_model(setup, ddpm_models):
     root, data = setup
     out = root / "ddpm-killed"
     shutil.copytree(ddpm_models["two at 4"], out)

@@ -143,7 +143,8 @@ def test_mvtec_categories_share_a_root_and_a_used_folder_is_refused(shapes_bank,
     assert other.exit_code == 0, other.output
     assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
     assert sorted(p.name for p in (out / "b" / "test").iterdir()) == ["dent"]
-    assert "good" in run("export", str(shapes_bank), "-f", "mvtec", "-o", str(out), "--defect-type", "good").output
+    refused = run("export", str(shapes_bank), "-f", "mvtec", "-o", str(out), "--defect-type", "good")
+    assert refused.exit_code == 1 and "good" in refused.output
 
 
 def test_yolo_seg_polygons_round_trip(shapes_bank, normals, tmp_path):

@@ -48,7 +48,8 @@ class BenchConfig:
     ``detector="segdec"`` trains the segmentation–decision network of Božič et al. 2021 on the same backbone,
     batches and made defects instead (pixel masks where known, image labels always; its decision head gives the
     image score), and adds pixel AP and AUPRO on the test images that have masks; its runs are named
-    ``segdec-...``, so both kinds can share an ``out`` folder (each invocation reports its own kind).
+    ``segdec-...`` and its report files ``segdec-summary.md`` etc. (:attr:`report_prefix`), so both kinds can share
+    an ``out`` folder. ``all_folds`` pools image scores only, so it runs the classifier only.
 
     A method "inout+X" is InOutMix with augmenter X as its in side instead of diffusion (e.g. inout+transplant,
     whose real defects are the run's own shots), "inout+X@r" the same at in_ratio r.
@@ -113,10 +114,17 @@ class BenchConfig:
             (not (self.all_folds and "fold" in self.data_options),
              "all_folds runs every fold as the test fold in turn: do not also set data_options fold"),
             (self.detector in DETECTORS, f"detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}"),
+            (not (self.all_folds and self.detector == SEGDEC),
+             "all_folds pools image scores only: run segdec one fold at a time (data_options fold=K)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def report_prefix(self) -> str:
+        """What the report files' names start with: nothing for the classifier, ``segdec-`` for segdec."""
+        return "" if self.detector == CLASSIFIER else f"{self.detector}-"
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> BenchConfig:

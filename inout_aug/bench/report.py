@@ -203,9 +203,10 @@ def positives(bench: Benchmark, run: Run, count: int = SHOWN) -> list[tuple[torc
 
 
 def write_report(bench: Benchmark, results: list[dict[str, Any]], command: str | None = None) -> list[Path]:
-    """Write ``summary.json``, ``summary.md``, ``pr-SETTING.png`` and ``positives-SETTING.png`` to the
-    benchmark's folder; returns their paths."""
+    """Write ``summary.json``, ``summary.md``, ``pr-SETTING.png`` and ``positives-SETTING.png`` (their names
+    after the config's ``report_prefix``) to the benchmark's folder; returns their paths."""
     config, out = bench.config, bench.out
+    prefix = config.report_prefix
     written = _write_summary(config, [bench], results, summarize(results), out, command)
     for setting in config.settings:
         curves = _curves(results, setting)
@@ -213,10 +214,10 @@ def write_report(bench: Benchmark, results: list[dict[str, Any]], command: str |
             continue
         name = setting_name(setting, config.shots)
         title = f"{SETTING_TITLES[setting]}: precision-recall on the test split, one line per seed"
-        written.append(write_pr_curves(curves, title, out / f"pr-{name}.png"))
+        written.append(write_pr_curves(curves, title, out / f"{prefix}pr-{name}.png"))
         seed = next(r["run"]["seed"] for r in results if r["run"]["setting"] == setting)
         shown = {method: positives(bench, Run(method, setting, seed)) for method in curves}
-        written.append(write_positives(shown, out / f"positives-{name}.png"))
+        written.append(write_positives(shown, out / f"{prefix}positives-{name}.png"))
     return written
 
 
@@ -270,7 +271,7 @@ def _curves(results: list[dict[str, Any]], setting: str) -> dict[str, list[tuple
 def _write_summary(config: BenchConfig, benches: list[Benchmark], results: list[dict[str, Any]],
                    rows: list[dict[str, Any]], out: Path, command: str | None) -> list[Path]:
     """``summary.json`` and ``summary.md`` of ``rows`` in ``out``; ``results`` are the runs behind them."""
-    written = [out / "summary.json", out / "summary.md"]
+    written = [out / f"{config.report_prefix}summary.json", out / f"{config.report_prefix}summary.md"]
     skipped = benches[0].skipped
     data = {"data": benches[0].data.record()} if len(benches) == 1 else \
         {"folds": [{"data_options": b.config.data_options, "data": b.data.record()} for b in benches]}

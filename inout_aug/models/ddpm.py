@@ -300,8 +300,9 @@ def train_ddpm(normals: Sequence[torch.Tensor], defects: Sequence[tuple[torch.Te
     rotations, brightness/contrast and crop jitter) and normal patches (class 0: random crops, flipped);
     ``class_dropout`` of the labels become the null class for classifier-free guidance. Seeded by
     ``config.seed``: the same inputs give the same weights on CPU. ``progress`` shows a bar with the loss on stderr.
-    Data parallel under ``accelerate launch`` or torchrun, on accelerate's device unless ``device`` is "cpu"
-    (``batch_size`` per process; every process returns the trained model).
+    One process trains on the CPU unless ``device`` says otherwise; data parallel under ``accelerate launch`` or
+    torchrun, on accelerate's device unless ``device`` is "cpu" (``batch_size`` per process; every process returns
+    the trained model).
     """
     config, normals, defects = _training_inputs(normals, defects, config)
     sides = [max(_window(mask, config)[2:]) for _, mask in defects]
@@ -345,14 +346,18 @@ def _train(config: DDPMConfig, draw: Draw, progress: bool, device: str | torch.d
     ``config.ema``): noise prediction, loss weighted per pixel, ``class_dropout`` of the labels made the null
     class (the last one).
 
-    Runs under accelerate: data parallel on every process of ``accelerate launch`` or torchrun, on accelerate's
-    device (``device="cpu"`` forces the CPU). ``batch_size`` is per process. Every process draws the whole global
-    batch (``batch_size`` x processes rows) from the one seeded generator and trains on its own rows, with the loss
-    normalised by the global batch's weights, so the averaged gradients are the global batch's: n processes at
-    batch b train as one process at batch n x b, up to float rounding."""
-    from inout_aug.models.parallel import make_accelerator
+    Runs under accelerate: one process on the CPU unless ``device`` says otherwise; data parallel on every process
+    of ``accelerate launch`` or torchrun, on accelerate's device (``device="cpu"`` forces the CPU). ``batch_size``
+    is per process. Every process draws the whole global batch (``batch_size`` x processes rows) from the one
+    seeded generator and trains on its own rows, with the loss normalised by the global batch's weights, so the
+    averaged gradients are the global batch's: n processes at batch b train as one process at batch n x b, up to
+    float rounding."""
+    from inout_aug.models.parallel import launched_distributed, make_accelerator
 
-    accelerator = make_accelerator(cpu=device is not None and torch.device(device).type == "cpu")
+    # One process trains on the CPU unless told otherwise (so a bench's ddpm models are the same on every host);
+    # processes launched together train on accelerate's device.
+    on_cpu = not launched_distributed() if device is None else torch.device(device).type == "cpu"
+    accelerator = make_accelerator(cpu=on_cpu)
     device = accelerator.device
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):

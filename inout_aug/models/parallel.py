@@ -7,6 +7,11 @@ import os
 import torch
 
 
+def launched_distributed() -> bool:
+    """Whether this process is one of several (``WORLD_SIZE`` above 1, as torchrun and ``accelerate launch`` set)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def make_accelerator(cpu: bool = False, **options):
     """An ``accelerate.Accelerator`` for this process (``options`` go to it); ``cpu`` forces the CPU.
 
@@ -16,5 +21,4 @@ def make_accelerator(cpu: bool = False, **options):
     """
     from accelerate import Accelerator
 
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(cpu=cpu or (several and not torch.cuda.is_available()), **options)
+    return Accelerator(cpu=cpu or (launched_distributed() and not torch.cuda.is_available()), **options)
