@@ -5,12 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import kornia
 import torch
 from kornia.augmentation import IntensityAugmentationBase2D
 
 from inout_aug.core.augmenter import Augmented, Augmenter, Outcome
 
 __all__ = ["KorniaDefect"]
+
+# The adapter follows kornia 0.9's augmentation base (the whole batch reaches ``apply_transform``, ``_gate`` picks
+# the samples); the core's ``kornia>=0.7`` is enough for the toolkit itself.
+if tuple(int(part) for part in kornia.__version__.split(".")[:2]) < (0, 9):
+    raise ImportError(f"inout_aug.integrations.kornia needs kornia 0.9 or newer, found {kornia.__version__}: "
+                      'pip install "kornia>=0.9,<1"')
 
 
 @dataclass
