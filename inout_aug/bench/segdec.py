@@ -94,6 +94,11 @@ def create_segdec(config: BenchConfig, seed: int) -> SegDecNet:
     from timm.models import FeatureListNet
 
     require_weights(config)
+    try:  # checked before training, not after it: the pixel metrics need AUPRO's curve (anomalib 2.7's)
+        from anomalib.metrics.aupro import _AUPRO  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"the segdec detector's AUPRO needs anomalib 2.7 ({exc}): "
+                          'pip install "inout-aug[bench]"') from exc
     torch.manual_seed(mix_seed(seed, "segdec"))
     backbone = create_backbone(config.model, config.weights, num_classes=0)
     frozen = frozen_parts(backbone, config.frozen_blocks)
