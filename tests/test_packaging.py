@@ -47,3 +47,20 @@ def test_import_inout_aug_loads_only_the_core_and_the_classes_on_first_use(tmp_p
     core = ["inout_aug.core", "inout_aug.core.augmenter", "inout_aug.core.registry", "inout_aug.core.sample"]
     assert loaded == repr(core)
     assert names == "['diffusion', 'inout', 'memseg', 'transplant']"
+
+
+def test_the_core_runs_without_kornia_and_transplant_names_its_extra(tmp_path):
+    probe = (
+        "import sys\n"
+        "sys.modules['kornia'] = None  # as if it were not installed\n"
+        "import inout_aug\n"
+        "print('transplant' in inout_aug.list_augmenters())\n"
+        "inout_aug.create('memseg', seed=0)\n"
+        "try:\n"
+        "    inout_aug.Transplant(defects='anywhere')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    found = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    missing = 'the transplant augmenter needs kornia: pip install "inout-aug[kornia]"'
+    assert found.stdout.splitlines() == ["True", missing]

@@ -11,8 +11,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as nnf
-from kornia.filters import gaussian_blur2d
-from kornia.geometry.transform import warp_affine
 
 from inout_aug.augmenters.memseg.region import foreground_region
 from inout_aug.core.augmenter import Augmenter
@@ -107,6 +105,7 @@ class Transplant(Augmenter):
         generator: torch.Generator | None = None,
     ):
         super().__init__(p=p, seed=seed, generator=generator)
+        _require_kornia()
         low, high = (float(v) for v in scale)
         if not 0 < low <= high:
             raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
@@ -190,6 +189,8 @@ class Transplant(Augmenter):
         (wh, ww), matrices = size.tolist(), self._matrices(params, origin)
         windows = [(slice(None), slice(y, y + wh), slice(x, x + ww)) for y, x in origin.tolist()]
         source = self._sources(params["pick"].tolist(), c).to(image.device)
+        from kornia.geometry.transform import warp_affine
+
         warped = warp_affine(source, matrices.to(image.device), (wh, ww), mode="bilinear", padding_mode="zeros",
                              align_corners=True)
         patch, defect, valid = warped[:, :c], warped[:, c] > 0.5, warped[:, c + 1:] > 0.999
@@ -253,6 +254,8 @@ class Transplant(Augmenter):
         grow, blur = (self.feather + 1) // 2, self.feather // 2
         alpha = _dilate(defect, grow)[:, None].float()
         if blur:
+            from kornia.filters import gaussian_blur2d
+
             alpha = gaussian_blur2d(alpha, (2 * blur + 1, 2 * blur + 1), (blur / 2, blur / 2))
         return torch.maximum(alpha, defect[:, None].float())
 
@@ -327,3 +330,11 @@ def _cut(record: Record, threshold: int, margin: int, fit: tuple[int, int] | Non
         crop = nnf.pad(crop[None].float(), pad, mode="replicate")[0].to(torch.uint8)
         cut = nnf.pad(cut[None, None].float(), pad)[0, 0] > 0
     return _Defect(record.image.name, record.defect_type, crop.contiguous(), cut.contiguous())
+
+
+def _require_kornia() -> None:
+    """kornia (the ``kornia`` extra) warps and feathers the pasted defects; imported where used."""
+    try:
+        import kornia  # noqa: F401
+    except ImportError as exc:
+        raise ImportError('the transplant augmenter needs kornia: pip install "inout-aug[kornia]"') from exc

@@ -5,16 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import kornia
 import torch
-from kornia.augmentation import IntensityAugmentationBase2D
+
+try:
+    import kornia
+    from kornia.augmentation import IntensityAugmentationBase2D
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError('inout_aug.integrations.kornia needs kornia: pip install "inout-aug[kornia]"') from exc
 
 from inout_aug.core.augmenter import Augmented, Augmenter, Outcome
 
 __all__ = ["KorniaDefect"]
 
 # The adapter follows kornia 0.9's augmentation base (the whole batch reaches ``apply_transform``, ``_gate`` picks
-# the samples); the core's ``kornia>=0.7`` is enough for the toolkit itself.
+# the samples); the transplant augmenter works with ``kornia>=0.7``.
 if tuple(int(part) for part in kornia.__version__.split(".")[:2]) < (0, 9):
     raise ImportError(f"inout_aug.integrations.kornia needs kornia 0.9 or newer, found {kornia.__version__}: "
                       'pip install "kornia>=0.9,<1"')
