@@ -4,3 +4,17 @@ Each lives in its own module. The albumentations and kornia adapters import thei
 one raises an ImportError naming the extra (``pip install "inout-aug[albumentations]"``, ``[kornia]``); the anomalib
 adapter needs only torch (it matches anomalib's interface without importing it).
 """
+
+from __future__ import annotations
+
+from inout_aug.core.augmenter import Augmenter
+
+
+def checked_augmenter(augmenter: object, adapter: str) -> Augmenter:
+    """``augmenter`` if it is an inout-aug Augmenter built with ``p=1`` (the adapter ``adapter`` takes the
+    probability); a TypeError or ValueError saying what to build otherwise."""
+    if not isinstance(augmenter, Augmenter):
+        raise TypeError(f"augmenter must be an inout_aug Augmenter, got {type(augmenter).__name__}")
+    if augmenter.p < 1:
+        raise ValueError(f"build the augmenter with p=1 (got p={augmenter.p}) and give p to {adapter}")
+    return augmenter

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from inout_aug.core.augmenter import Augmenter, Outcome, mix_seed
+from inout_aug.integrations import checked_augmenter
 
 try:
     from albumentations.core.transforms_interface import BaseTransformInitSchema, DualTransform
@@ -53,11 +54,7 @@ class AlbumentationsDefect(DualTransform):
         mask_value: float
 
     def __init__(self, augmenter: Augmenter, p: float = 1.0, label_key: str | None = None, mask_value: float = 1):
-        if not isinstance(augmenter, Augmenter):
-            raise TypeError(f"augmenter must be an inout_aug Augmenter, got {type(augmenter).__name__}")
-        if augmenter.p < 1:
-            raise ValueError(f"build the augmenter with p=1 (got p={augmenter.p}) and give p to AlbumentationsDefect")
-        self.augmenter = augmenter
+        self.augmenter = checked_augmenter(augmenter, "AlbumentationsDefect")
         self.label_key = label_key
         self.mask_value = mask_value
         super().__init__(p=p)

@@ -14,6 +14,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError('inout_aug.integrations.kornia needs kornia: pip install "inout-aug[kornia]"') from exc
 
 from inout_aug.core.augmenter import Augmented, Augmenter, Outcome
+from inout_aug.integrations import checked_augmenter
 
 __all__ = ["KorniaDefect"]
 
@@ -55,11 +56,7 @@ class KorniaDefect(IntensityAugmentationBase2D):
 
     def __init__(self, augmenter: Augmenter, p: float = 1.0, same_on_batch: bool = False, keepdim: bool = False):
         super().__init__(p=p, same_on_batch=same_on_batch, keepdim=keepdim)
-        if not isinstance(augmenter, Augmenter):
-            raise TypeError(f"augmenter must be an inout_aug Augmenter, got {type(augmenter).__name__}")
-        if augmenter.p < 1:
-            raise ValueError(f"build the augmenter with p=1 (got p={augmenter.p}) and give p to KorniaDefect")
-        self.augmenter = augmenter
+        self.augmenter = checked_augmenter(augmenter, "KorniaDefect")
         self._made: _Made | None = None
 
     @property
