@@ -148,6 +148,14 @@ def test_a_holdout_of_the_training_split_stands_in_for_the_test_split(folder_dat
     assert {r.image for r in open_bench_data(folder_data, (40, 32), 0.2, holdout=0.25).test.records} == test
 
 
+def test_the_data_hash_is_the_same_wherever_the_data_lives(folder_data, tmp_path):
+    moved = shutil.copytree(folder_data, tmp_path / "elsewhere" / "surfaces")
+    here, there = (open_bench_data(root, (40, 32), val_fraction=0.2).record() for root in (folder_data, moved))
+    assert here == there
+    (moved / "normal" / "n00.png").unlink()
+    assert open_bench_data(moved, (40, 32), val_fraction=0.2).record() != here
+
+
 def test_frozen_blocks_and_model_input():
     model = create_classifier(BenchConfig.preset("smoke", weights=None, frozen_blocks=2), seed=0)
     frozen = {id(p) for part in frozen_parts(model, 2) for p in part.parameters()}

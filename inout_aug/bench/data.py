@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,9 @@ class ResizedView:
         return dict(self._cache[key])
 
     def digest(self) -> str:
-        """A hash of this view's file list (with labels)."""
-        return digest_paths([f"{r.image}:{r.label}" for r in self.records])
+        """A hash of this view's file list (with labels), the names relative to the dataset's folder: the same
+        data read from another place has the same hash."""
+        return digest_paths([f"{Path(os.path.relpath(r.image, self.root)).as_posix()}:{r.label}" for r in self.records])
 
     def __repr__(self) -> str:
         return (f"ResizedView({self.dataset!r}, {len(self)} images at {self.size[0]}x{self.size[1]}, "
