@@ -20,7 +20,7 @@ from inout_aug.bench.config import BenchConfig, load_config
 from inout_aug.bench.data import open_bench_data
 from inout_aug.bench.features import IMAGENET_MEAN, IMAGENET_STD
 from inout_aug.bench.metrics import average_precision
-from inout_aug.bench.report import gap_share, markdown, paired_difference, provenance, summarize
+from inout_aug.bench.report import gap_share, markdown, paired_difference, provenance, ratio_sweeps, summarize
 from inout_aug.bench.runner import (
     NO_POSITIVES,
     NO_REAL_DEFECTS,
@@ -241,6 +241,31 @@ def test_summary_compares_the_in_sides_and_what_memseg_adds_to_each():
     table = markdown(list(rows.values()), {}, ("few",), 5)
     assert "| diffusion − transplant | +0.040 [" in table and "| inout − diffusion | +0.220 [" in table
     assert "| transplant − " not in table
+
+
+def test_the_in_ratio_sweep_runs_from_memseg_to_the_in_side_and_is_paired_with_its_best_ratio():
+    aps = {"memseg": [0.1, 0.2, 0.3], "inout+transplant@0.25": [0.6, 0.7, 0.8], "inout+transplant": [0.65] * 3,
+           "transplant": [0.55] * 3, "inout": [0.4] * 3, "diffusion": [0.3] * 3}
+    results = [_result(method, s, ap) for method, values in aps.items() for s, ap in enumerate(values)]
+    results.append(_result("memseg", 0, 0.9, "zero"))
+    sweeps = ratio_sweeps(results)
+    assert len(sweeps) == 1 and json.dumps(sweeps)  # diffusion ran at no other ratio: no sweep for it
+    sweep = sweeps[0]
+    assert (sweep["setting"], sweep["in_side"], sweep["best"]) == ("few", "transplant", "inout+transplant@0.25")
+    assert [(p["in_ratio"], p["method"]) for p in sweep["points"]] == [
+        (0, "memseg"), (0.25, "inout+transplant@0.25"), (0.5, "inout+transplant"), (1, "transplant")]
+    memseg, best, _, transplant = sweep["points"]
+    assert best["vs_best"] is None and memseg["ap"] == pytest.approx((0.2, 0.1))
+    assert memseg["vs_best"]["mean"] == pytest.approx(-0.5) and memseg["vs_best"]["resolved"]
+    assert transplant["vs_best"]["mean"] == pytest.approx(-0.15) and not transplant["vs_best"]["resolved"]
+    assert transplant["vs_best"]["high"] - transplant["vs_best"]["mean"] == pytest.approx(HALF)
+    table = markdown(summarize(results), {}, ("zero", "few"), 5, sweeps=sweeps)
+    assert "InOutMix's in_ratio with transplant as its in side (0: memseg alone, 1: transplant alone" in table
+    assert "| 0.25 | inout+transplant@0.25 | 3 | 0.700 ± 0.100 | — |" in table
+    assert f"| 1 | transplant | 3 | 0.550 ± 0.000 | -0.150 [{-0.15 - HALF:+.3f}, {-0.15 + HALF:+.3f}] not resolved |" \
+        in table
+    assert table.index("### few-shot") < table.index("InOutMix's in_ratio")  # under its setting
+    assert "in_ratio" not in markdown(summarize(results), {}, ("zero", "few"), 5)
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

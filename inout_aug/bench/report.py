@@ -118,10 +118,36 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def ratio_sweeps(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setting and in side X that ran InOutMix at an in_ratio other than the default ("inout+X@r", "inout@r"
+    for diffusion): AP at each ratio, and each ratio against the one of highest mean AP (paired by seed, 95 % t
+    interval, "vs_best"). 0.5 is "inout+X"; the ends are the plain methods' runs, memseg at 0 and X at 1: InOutMix
+    with no share for a side never builds it (:class:`~inout_aug.augmenters.inout.InOutMix`), so at 0 or 1 it is
+    the other side alone, on the same training set and classifier seed; only the augmenter's seed differs."""
+    ap: dict[tuple[str, str], dict[int, float]] = {}
+    for result in results:
+        ap.setdefault((result["run"]["setting"], result["run"]["method"]), {})[result["run"]["seed"]] = \
+            result["metrics"]["ap"]
+    sweeps = []
+    for setting, side in dict.fromkeys((s, Run(m, s, 0).in_side) for s, m in ap
+                                       if Run(m, s, 0).augmenter_name == "inout" and "@" in m):
+        mix = "inout" if side == "diffusion" else f"inout+{side}"
+        points = {0.0: "memseg", 0.5: mix, 1.0: side}
+        points.update({Run(m, s, 0).in_ratio: m for s, m in ap if s == setting and m.startswith(f"{mix}@")})
+        points = {ratio: method for ratio, method in sorted(points.items()) if (setting, method) in ap}
+        best = max(points.values(), key=lambda method: np.mean(list(ap[(setting, method)].values())))
+        sweeps.append({"setting": setting, "in_side": side, "best": best, "points": [
+            {"in_ratio": ratio, "method": method, "seeds": sorted(ap[(setting, method)]),
+             "ap": metrics.mean_std(list(ap[(setting, method)].values())),
+             "vs_best": None if method == best else paired_difference(ap[(setting, method)], ap[(setting, best)])}
+            for ratio, method in points.items()]})
+    return sweeps
+
+
 def markdown(rows: list[dict[str, Any]], skipped: dict[tuple[str, str], str], settings: tuple[str, ...],
-             shots: int, header: str = "") -> str:
+             shots: int, header: str = "", sweeps: list[dict[str, Any]] | None = None) -> str:
     """The summary table, one section per setting; skipped (method, setting) pairs are listed with the reason;
-    then per-fold AP where the rows have it."""
+    the in_ratio sweeps of the setting (:func:`ratio_sweeps`); then per-fold AP where the rows have it."""
     lines = [header] if header else []
     pixel = [m for m in PIXEL_MEASURES if any(m in r for r in rows)]
     columns = ["method", "seeds", "AP", "AUROC", "precision", "recall", "F1", *(PIXEL_MEASURES[m] for m in pixel),
@@ -144,6 +170,14 @@ def markdown(rows: list[dict[str, Any]], skipped: dict[tuple[str, str], str], se
             lines += ["In sides against each other, and what MemSeg adds to each:", "",
                       _cells(["difference", "AP (paired, 95 % CI)"]), _cells(["---"] * 2)]
             lines += [_cells([f"{method} − {ref}", _difference(found)]) for method, ref, found in others] + [""]
+        for sweep in (w for w in sweeps or [] if w["setting"] == setting):
+            lines += [f"InOutMix's in_ratio with {sweep['in_side']} as its in side (0: memseg alone, 1: "
+                      f"{sweep['in_side']} alone; the highest mean AP is {sweep['best']}):", "",
+                      _cells(["in_ratio", "method", "seeds", "AP", f"AP − {sweep['best']} (paired, 95 % CI)"]),
+                      _cells(["---"] * 5)]
+            lines += [_cells([f"{p['in_ratio']:g}", p["method"], str(len(p["seeds"])), _pm(p["ap"]),
+                              "—" if p["vs_best"] is None else _difference(p["vs_best"])]) for p in sweep["points"]]
+            lines.append("")
     folds = [r for r in rows if "fold_ap" in r]
     if folds:
         count = len(folds[0]["fold_ap"])
@@ -207,7 +241,7 @@ def write_report(bench: Benchmark, results: list[dict[str, Any]], command: str |
     after the config's ``report_prefix``) to the benchmark's folder; returns their paths."""
     config, out = bench.config, bench.out
     prefix = config.report_prefix
-    written = _write_summary(config, [bench], results, summarize(results), out, command)
+    written = _write_summary(config, [bench], results, results, out, command)
     for setting in config.settings:
         curves = _curves(results, setting)
         if not curves:
@@ -250,7 +284,7 @@ def write_fold_report(config: BenchConfig, benches: list[Benchmark], results: li
     """Write the report pooled over folds (:func:`pool_folds`) to ``out``: ``summary.json``, ``summary.md`` (with
     per-fold AP) and ``pr-SETTING.png``; each fold's own report is in its folder. Returns the paths."""
     pooled = pool_folds(results)
-    written = _write_summary(config, benches, [r for fold in results for r in fold], summarize(pooled), out, command)
+    written = _write_summary(config, benches, [r for fold in results for r in fold], pooled, out, command)
     for setting in config.settings:
         curves = _curves(pooled, setting)
         if curves:
@@ -269,17 +303,20 @@ def _curves(results: list[dict[str, Any]], setting: str) -> dict[str, list[tuple
 
 
 def _write_summary(config: BenchConfig, benches: list[Benchmark], results: list[dict[str, Any]],
-                   rows: list[dict[str, Any]], out: Path, command: str | None) -> list[Path]:
-    """``summary.json`` and ``summary.md`` of ``rows`` in ``out``; ``results`` are the runs behind them."""
+                   summarized: list[dict[str, Any]], out: Path, command: str | None) -> list[Path]:
+    """``summary.json`` and ``summary.md`` in ``out`` of the results ``summarized`` (the runs, or the runs pooled
+    over folds); ``results`` are the runs behind them."""
+    rows, sweeps = summarize(summarized), ratio_sweeps(summarized)
     written = [out / f"{config.report_prefix}summary.json", out / f"{config.report_prefix}summary.md"]
     skipped = benches[0].skipped
     data = {"data": benches[0].data.record()} if len(benches) == 1 else \
         {"folds": [{"data_options": b.config.data_options, "data": b.data.record()} for b in benches]}
     write_text(json.dumps({"config": config.to_dict(), "command": command, "confidence": CONFIDENCE, "rows": rows,
+                           "in_ratio_sweeps": sweeps,
                            "skipped": [{"method": m, "setting": s, "reason": r} for (m, s), r in skipped.items()],
                            **data}, indent=2) + "\n", written[0])
     header = _header(config, benches, results, command)
-    write_text(markdown(rows, skipped, config.settings, config.shots, header), written[1])
+    write_text(markdown(rows, skipped, config.settings, config.shots, header, sweeps), written[1])
     return written
 
 
