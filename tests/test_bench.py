@@ -415,6 +415,8 @@ def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path):
     bank = tmp_path / "banks" / "few2-seed0"
     assert len((bank / "bank" / "manifest.jsonl").read_text().splitlines()) == 4
     assert len(list((bank / "masks").glob("*.png"))) == 2  # the masks of the 2 shots, no other defect's
+    shots = json.loads((bank / "settings.json").read_text())["defects"]  # named within the data's folder
+    assert len(shots) == 2 and all(name.startswith("defect/d") for name in shots)
     other = _bench(folder_data, tmp_path, "--methods", "diffusion", "--settings", "few",
                    "--set", "ddpm_overrides={'steps': 3}")
     assert other.exit_code != 0 and "holds a ddpm model made with other settings" in other.output

@@ -68,10 +68,14 @@ class ResizedView:
             self._cache[key] = sample
         return dict(self._cache[key])
 
+    def name_of(self, record: Record) -> str:
+        """``record``'s image file relative to the dataset's folder, with "/": the same wherever the data lives."""
+        return Path(os.path.relpath(record.image, self.root)).as_posix()
+
     def digest(self) -> str:
-        """A hash of this view's file list (with labels), the names relative to the dataset's folder: the same
-        data read from another place has the same hash."""
-        return digest_paths([f"{Path(os.path.relpath(r.image, self.root)).as_posix()}:{r.label}" for r in self.records])
+        """A hash of this view's file list (with labels, names as :meth:`name_of` gives them): the same data read
+        from another place has the same hash."""
+        return digest_paths([f"{self.name_of(r)}:{r.label}" for r in self.records])
 
     def __repr__(self) -> str:
         return (f"ResizedView({self.dataset!r}, {len(self)} images at {self.size[0]}x{self.size[1]}, "

@@ -286,7 +286,7 @@ class Benchmark:
         chosen = self.real_defects(setting, seed)
         masks = [r for r in chosen if r.mask is not None]
         made_with = {"ddpm_preset": self.config.ddpm_preset, "ddpm_overrides": self.config.ddpm_overrides,
-                     "normals": train.digest(), "defects": [str(r.image) for r in chosen]}
+                     "normals": train.digest(), "defects": [train.name_of(r) for r in chosen]}
         settings_file = folder / "settings.json"
         if settings_file.is_file() and \
                 json.loads(settings_file.read_text(encoding="utf-8")) != json.loads(json.dumps(made_with)):
