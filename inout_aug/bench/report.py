@@ -94,7 +94,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for result in results:
         groups.setdefault((result["run"]["setting"], result["run"]["method"]), []).append(result)
-    ap = {key: {m["run"]["seed"]: m["metrics"]["ap"] for m in members} for key, members in groups.items()}
+    ap = _ap_by_seed(results)
     rows = []
     for (setting, method), members in groups.items():
         row: dict[str, Any] = {"setting": setting, "method": method, "shots": members[0]["run"]["shots"],
@@ -118,22 +118,29 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _ap_by_seed(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, float]]:
+    """AP per (setting, method), per seed, in the order the results come."""
+    ap: dict[tuple[str, str], dict[int, float]] = {}
+    for result in results:
+        ap.setdefault((result["run"]["setting"], result["run"]["method"]), {})[result["run"]["seed"]] = \
+            result["metrics"]["ap"]
+    return ap
+
+
 def ratio_sweeps(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per setting and in side X that ran InOutMix at an in_ratio other than the default ("inout+X@r", "inout@r"
     for diffusion): AP at each ratio, and each ratio against the one of highest mean AP (paired by seed, 95 % t
     interval, "vs_best"). 0.5 is "inout+X"; the ends are the plain methods' runs, memseg at 0 and X at 1: InOutMix
     with no share for a side never builds it (:class:`~inout_aug.augmenters.inout.InOutMix`), so at 0 or 1 it is
     the other side alone, on the same training set and classifier seed; only the augmenter's seed differs."""
-    ap: dict[tuple[str, str], dict[int, float]] = {}
-    for result in results:
-        ap.setdefault((result["run"]["setting"], result["run"]["method"]), {})[result["run"]["seed"]] = \
-            result["metrics"]["ap"]
+    ap = _ap_by_seed(results)
+    runs = [Run(method, setting, 0) for setting, method in ap]
     sweeps = []
-    for setting, side in dict.fromkeys((s, Run(m, s, 0).in_side) for s, m in ap
-                                       if Run(m, s, 0).augmenter_name == "inout" and "@" in m):
+    for setting, side in dict.fromkeys((r.setting, r.in_side) for r in runs
+                                       if r.augmenter_name == "inout" and r.in_ratio is not None):
         mix = "inout" if side == "diffusion" else f"inout+{side}"
         points = {0.0: "memseg", 0.5: mix, 1.0: side}
-        points.update({Run(m, s, 0).in_ratio: m for s, m in ap if s == setting and m.startswith(f"{mix}@")})
+        points.update({r.in_ratio: r.method for r in runs if r.setting == setting and r.method.startswith(f"{mix}@")})
         points = {ratio: method for ratio, method in sorted(points.items()) if (setting, method) in ap}
         best = max(points.values(), key=lambda method: np.mean(list(ap[(setting, method)].values())))
         sweeps.append({"setting": setting, "in_side": side, "best": best, "points": [
