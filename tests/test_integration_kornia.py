@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import kornia.augmentation as K
 import pytest
 import torch
@@ -154,3 +157,19 @@ def test_keepdim_keeps_a_bhw_mask_bhw():
     image, mask = seq(flat(), torch.zeros(B, H, W, dtype=torch.bool))
     assert mask.shape == (B, H, W) and mask.dtype == torch.bool
     assert torch.equal(mask, painted(image)[:, 0])
+
+
+def test_missing_kornia_names_the_extra(monkeypatch):
+    for name in [n for n in sys.modules if n == "kornia" or n.startswith("kornia.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "inout_aug.integrations.kornia")
+    with pytest.raises(ImportError, match=r'pip install "inout-aug\[kornia\]"'):
+        importlib.import_module("inout_aug.integrations.kornia")
+
+
+def test_old_kornia_names_the_extra(monkeypatch):
+    import kornia
+    monkeypatch.setattr(kornia, "__version__", "0.8.1")
+    monkeypatch.delitem(sys.modules, "inout_aug.integrations.kornia")
+    with pytest.raises(ImportError, match=r'needs kornia 0.9 or newer, found 0.8.1: pip install "inout-aug\[kornia\]"'):
+        importlib.import_module("inout_aug.integrations.kornia")

@@ -22,7 +22,7 @@ __all__ = ["KorniaDefect"]
 # the samples); the transplant augmenter works with ``kornia>=0.7``.
 if tuple(int(part) for part in kornia.__version__.split(".")[:2]) < (0, 9):
     raise ImportError(f"inout_aug.integrations.kornia needs kornia 0.9 or newer, found {kornia.__version__}: "
-                      'pip install "kornia>=0.9,<1"')
+                      'pip install "inout-aug[kornia]"')
 
 
 @dataclass
