@@ -16,7 +16,7 @@ from helpers import scratch_surfaces
 from inout_aug import Augmenter
 from inout_aug.bench.config import BenchConfig
 from inout_aug.bench.data import open_bench_data
-from inout_aug.bench.report import markdown, summarize
+from inout_aug.bench.report import markdown, mask_supervision, summarize
 from inout_aug.bench.runner import PLAN_FIELDS, Benchmark, Run
 from inout_aug.bench.segdec import (
     aupro,
@@ -206,6 +206,40 @@ def test_segdec_smoke_run_scores_pixels_draws_heatmaps_and_keeps_the_classifier_
     summary = (tmp_path / "summary.md").read_text()
     assert "Classifier: efficientnet_lite0" in summary and "pixel AP" not in summary
     assert "Detector: segmentation–decision network" in (tmp_path / "segdec-summary.md").read_text()
+    assert "With and without mask supervision" not in summary
+
+
+def test_the_segdec_report_pairs_its_runs_with_the_classifiers_of_the_same_seed(surfaces, tmp_path):
+    def bench(*args):
+        return CliRunner().invoke(cli, ["bench", "--preset", "smoke", "--data", str(surfaces), "--out", str(tmp_path),
+                                        "--methods", "memseg", "--settings", "few", *args], catch_exceptions=False)
+
+    assert bench("--detector", "segdec").exit_code == 0
+    assert "With and without mask supervision" not in (tmp_path / "segdec-summary.md").read_text()
+    assert bench().exit_code == 0  # the classifier's run of the same seed, then the segdec report again
+    assert bench("--detector", "segdec").exit_code == 0
+    segdec = json.loads((tmp_path / "runs" / "segdec-memseg-few2-seed0.json").read_text())["metrics"]["ap"]
+    plain = json.loads((tmp_path / "runs" / "memseg-few2-seed0.json").read_text())["metrics"]["ap"]
+    [row] = json.loads((tmp_path / "segdec-summary.json").read_text())["mask_supervision"]
+    assert row["seeds"] == [0] and row["segdec"][0] == segdec and row["classifier"][0] == plain
+    assert row["segdec_minus_classifier"]["mean"] == pytest.approx(segdec - plain)
+    summary = (tmp_path / "segdec-summary.md").read_text()
+    assert "### With and without mask supervision: image AP, segdec against the classifier" in summary
+    row = f"| few2 | memseg | 1 | {plain:.3f} ± 0.000 | {segdec:.3f} ± 0.000 | {segdec - plain:+.3f} (1 seed"
+    assert row in summary
+
+
+def test_mask_supervision_pairs_only_the_seeds_both_detectors_have():
+    def result(seed, ap, method="memseg"):
+        return {"run": {"method": method, "setting": "few", "shots": 5, "seed": seed}, "metrics": {"ap": ap}}
+
+    segdec = [result(0, 0.6), result(1, 0.7), result(2, 0.9), result(0, 0.5, "none")]
+    classifier = [result(0, 0.5), result(1, 0.5), None, None]
+    [row] = mask_supervision(segdec, classifier)
+    assert row["method"] == "memseg" and row["seeds"] == [0, 1]
+    assert row["segdec"][0] == pytest.approx(0.65) and row["classifier"][0] == pytest.approx(0.5)
+    assert row["segdec_minus_classifier"]["mean"] == pytest.approx(0.15)
+    assert row["segdec_minus_classifier"]["low"] < 0.15 < row["segdec_minus_classifier"]["high"]
 
 
 def test_the_summary_shows_pixel_measures_only_where_runs_have_them():

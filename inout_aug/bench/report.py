@@ -151,10 +151,31 @@ def ratio_sweeps(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sweeps
 
 
+def mask_supervision(results: list[dict[str, Any]], classifier: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Per (setting, method), in run order: image AP of the segmentation–decision network (``results``) against
+    the classifier's run of the same method, setting and seed (``classifier``, None where there is none), over
+    the seeds both have: their mean ± std and segdec − classifier paired by seed with its 95 % t interval."""
+    segdec = _ap_by_seed(results)
+    plain = _ap_by_seed([r for r in classifier if r is not None])
+    rows = []
+    for (setting, method), ap in segdec.items():
+        seeds = sorted(set(ap) & set(plain.get((setting, method), {})))
+        if not seeds:
+            continue
+        mine, theirs = {s: ap[s] for s in seeds}, {s: plain[(setting, method)][s] for s in seeds}
+        rows.append({"setting": setting, "method": method, "seeds": seeds,
+                     "classifier": metrics.mean_std(list(theirs.values())),
+                     "segdec": metrics.mean_std(list(mine.values())),
+                     "segdec_minus_classifier": paired_difference(mine, theirs)})
+    return rows
+
+
 def markdown(rows: list[dict[str, Any]], skipped: dict[tuple[str, str], str], settings: tuple[str, ...],
-             shots: int, header: str = "", sweeps: list[dict[str, Any]] | None = None) -> str:
+             shots: int, header: str = "", sweeps: list[dict[str, Any]] | None = None,
+             supervision: list[dict[str, Any]] | None = None) -> str:
     """The summary table, one section per setting; skipped (method, setting) pairs are listed with the reason;
-    the in_ratio sweeps of the setting (:func:`ratio_sweeps`); then per-fold AP where the rows have it."""
+    the in_ratio sweeps of the setting (:func:`ratio_sweeps`); per-fold AP where the rows have it; then the
+    segdec runs against the classifier's (:func:`mask_supervision`)."""
     lines = [header] if header else []
     pixel = [m for m in PIXEL_MEASURES if any(m in r for r in rows)]
     columns = ["method", "seeds", "AP", "AUROC", "precision", "recall", "F1", *(PIXEL_MEASURES[m] for m in pixel),
@@ -193,6 +214,15 @@ def markdown(rows: list[dict[str, Any]], skipped: dict[tuple[str, str], str], se
                   _cells(["---"] * (count + 3))]
         lines += [_cells([setting_name(r["setting"], shots), r["method"], *map(_pm, r["fold_ap"]), _pm(r["ap"])])
                   for r in folds]
+        lines.append("")
+    if supervision:
+        lines += ["### With and without mask supervision: image AP, segdec against the classifier", "",
+                  "The classifier's runs of the same method, setting and seed in this folder, same data and settings "
+                  "but the detector; paired by seed.", "",
+                  _cells(["setting", "method", "seeds", "classifier AP", "segdec AP",
+                          "segdec − classifier (paired, 95 % CI)"]), _cells(["---"] * 6)]
+        lines += [_cells([setting_name(r["setting"], shots), r["method"], str(len(r["seeds"])), _pm(r["classifier"]),
+                          _pm(r["segdec"]), _difference(r["segdec_minus_classifier"])]) for r in supervision]
         lines.append("")
     return "\n".join(lines)
 
@@ -248,7 +278,11 @@ def write_report(bench: Benchmark, results: list[dict[str, Any]], command: str |
     after the config's ``report_prefix``) to the benchmark's folder; returns their paths."""
     config, out = bench.config, bench.out
     prefix = config.report_prefix
-    written = _write_summary(config, [bench], results, results, out, command)
+    supervision = None
+    if config.detector != CLASSIFIER:
+        supervision = mask_supervision(results, [bench.finished(Run(r["run"]["method"], r["run"]["setting"],
+                                                                    r["run"]["seed"]), CLASSIFIER) for r in results])
+    written = _write_summary(config, [bench], results, results, out, command, supervision)
     for setting in config.settings:
         curves = _curves(results, setting)
         if not curves:
@@ -310,9 +344,10 @@ def _curves(results: list[dict[str, Any]], setting: str) -> dict[str, list[tuple
 
 
 def _write_summary(config: BenchConfig, benches: list[Benchmark], results: list[dict[str, Any]],
-                   summarized: list[dict[str, Any]], out: Path, command: str | None) -> list[Path]:
+                   summarized: list[dict[str, Any]], out: Path, command: str | None,
+                   supervision: list[dict[str, Any]] | None = None) -> list[Path]:
     """``summary.json`` and ``summary.md`` in ``out`` of the results ``summarized`` (the runs, or the runs pooled
-    over folds); ``results`` are the runs behind them."""
+    over folds); ``results`` are the runs behind them; ``supervision`` the segdec runs against the classifier's."""
     rows, sweeps = summarize(summarized), ratio_sweeps(summarized)
     written = [out / f"{config.report_prefix}summary.json", out / f"{config.report_prefix}summary.md"]
     skipped = benches[0].skipped
@@ -320,10 +355,11 @@ def _write_summary(config: BenchConfig, benches: list[Benchmark], results: list[
         {"folds": [{"data_options": b.config.data_options, "data": b.data.record()} for b in benches]}
     write_text(json.dumps({"config": config.to_dict(), "command": command, "confidence": CONFIDENCE, "rows": rows,
                            "in_ratio_sweeps": sweeps,
+                           **({"mask_supervision": supervision} if supervision is not None else {}),
                            "skipped": [{"method": m, "setting": s, "reason": r} for (m, s), r in skipped.items()],
                            **data}, indent=2) + "\n", written[0])
     header = _header(config, benches, results, command)
-    write_text(markdown(rows, skipped, config.settings, config.shots, header, sweeps), written[1])
+    write_text(markdown(rows, skipped, config.settings, config.shots, header, sweeps, supervision), written[1])
     return written
 
 

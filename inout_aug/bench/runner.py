@@ -144,32 +144,34 @@ class Benchmark:
                                                config.data_options, resize=config.resize, holdout=config.holdout)
         self.runs, self.skipped = plan(config)
 
-    def run_name(self, run: Run) -> str:
-        """How files name ``run``: :meth:`Run.name`, after "segdec-" for the segmentation–decision network."""
-        name = run.name(self.config.shots)
-        return name if self.config.detector == CLASSIFIER else f"{self.config.detector}-{name}"
+    def run_name(self, run: Run, detector: str | None = None) -> str:
+        """How files name ``run`` of ``detector`` (default: the config's): :meth:`Run.name`, after "segdec-" for
+        the segmentation–decision network."""
+        name, detector = run.name(self.config.shots), detector or self.config.detector
+        return name if detector == CLASSIFIER else f"{detector}-{name}"
 
-    def result_path(self, run: Run) -> Path:
-        return self.out / "runs" / f"{self.run_name(run)}.json"
+    def result_path(self, run: Run, detector: str | None = None) -> Path:
+        return self.out / "runs" / f"{self.run_name(run, detector)}.json"
 
-    def digest(self, run: Run) -> str:
-        """A hash of what a run's result depends on: the settings (less the list of runs), the run, the data; a
-        stored result is reused only under the same hash."""
+    def digest(self, run: Run, detector: str | None = None) -> str:
+        """A hash of what a run's result depends on: the settings (less the list of runs; the detector
+        ``detector`` if given), the run, the data; a stored result is reused only under the same hash."""
         settings = {k: v for k, v in self.config.to_dict().items() if k not in PLAN_FIELDS}
+        settings["detector"] = detector or settings["detector"]
         if settings["detector"] == CLASSIFIER:  # as before the setting existed: stored classifier runs stay valid
             del settings["detector"]
         parts = [settings, run.method, run.setting, run.seed, self.data.record()]
         text = json.dumps(parts + ([RECIPES[run.method]] if run.method in RECIPES else []), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def finished(self, run: Run) -> dict[str, Any] | None:
-        """The stored result of ``run`` if it was made with the current settings."""
-        path = self.result_path(run)
+    def finished(self, run: Run, detector: str | None = None) -> dict[str, Any] | None:
+        """The stored result of ``run`` if it was made with the current settings; ``detector`` asks for that
+        detector's run under otherwise the same settings (the classifier's beside a segdec run, say)."""
         try:
-            result = json.loads(path.read_text(encoding="utf-8"))
+            result = json.loads(self.result_path(run, detector).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return result if isinstance(result, dict) and result.get("digest") == self.digest(run) else None
+        return result if isinstance(result, dict) and result.get("digest") == self.digest(run, detector) else None
 
     def run_all(self) -> list[dict[str, Any]]:
         """Every planned run's result, running those not finished yet."""
