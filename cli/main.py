@@ -308,11 +308,14 @@ def _csv(text: str | None, kind: Callable[[str], Any] = str) -> tuple | None:
                    "one: the fold of -d fold=K [default: one].")
 @click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, repeatable (e.g. --set epochs=10 --set image_size=(160,160)).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes that run the sweep side by side in --out, longest runs first, each with an equal "
+                   "share of the CPU threads (the same results as one process with that many threads).")
 @_one_line_errors
 def bench(config: Path | None, data: Path, out: Path, preset: str | None, model: str | None, weights: str | None,
           detector: str | None, methods: str | None, settings: str | None, shots: int | None, seeds: str | None,
           in_ratio_sweep: bool, layout: str | None, data_pairs: tuple[str, ...], folds: str | None,
-          set_pairs: tuple[str, ...]) -> None:
+          set_pairs: tuple[str, ...], jobs: int) -> None:
     """Train a defect classifier per method x setting x seed and report AP, AUROC, precision, recall and F1.
 
     CONFIG is a JSON file of settings (see benchmarks/configs/); options override it. Writes runs/*.json,
@@ -322,7 +325,7 @@ def bench(config: Path | None, data: Path, out: Path, preset: str | None, model:
     """
     from inout_aug.bench.config import BenchConfig, load_config
     from inout_aug.bench.report import write_fold_report, write_report
-    from inout_aug.bench.runner import fold_benchmarks
+    from inout_aug.bench.runner import fold_benchmarks, run_in_processes
 
     if config is not None and preset is not None:
         raise click.UsageError("give a CONFIG file or --preset, not both (a config file names its preset)")
@@ -340,7 +343,9 @@ def bench(config: Path | None, data: Path, out: Path, preset: str | None, model:
     where = f" in each of {len(benches)} folds" if bench_config.all_folds else ""
     click.echo(f"{len(benches[0].runs)} runs{where} ({len(benches[0].skipped)} method/setting pairs not run) -> {out}",
                err=True)
-    results = [runner.run_all() for runner in benches]
+    if jobs > 1:
+        run_in_processes(bench_config, data, out, jobs)
+    results = [runner.run_all() for runner in benches]  # after --jobs: every run found finished
     command = "inout-aug " + shlex.join(sys.argv[1:])
     written = [path for runner, done in zip(benches, results) for path in write_report(runner, done, command)]
     if bench_config.all_folds:

@@ -32,6 +32,7 @@ from inout_aug.bench.runner import (
     git_state,
     plan,
 )
+from inout_aug.core.io import lock
 from inout_aug.core.settings import SettingsError
 from inout_aug.data.layouts import KolektorSDD, open_dataset
 from inout_aug_cli.main import cli
@@ -420,6 +421,41 @@ def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path):
     other = _bench(folder_data, tmp_path, "--methods", "diffusion", "--settings", "few",
                    "--set", "ddpm_overrides={'steps': 3}")
     assert other.exit_code != 0 and "holds a ddpm model made with other settings" in other.output
+
+
+def test_bench_jobs_share_the_runs_between_processes_with_the_results_of_one(folder_data, tmp_path):
+    args = ("--methods", "memseg,diffusion,inout", "--settings", "few", "--seeds", "0,1")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the threads each of the 2 processes below gets
+        alone = _bench(folder_data, tmp_path / "alone", *args)
+        torch.set_num_threads(2)
+        shared = _bench(folder_data, tmp_path / "shared", *args, "--jobs", "2")
+    finally:
+        torch.set_num_threads(threads)
+    assert alone.exit_code == 0 and shared.exit_code == 0, shared.output
+    names = sorted(p.name for p in (tmp_path / "alone" / "runs").glob("*.json"))
+    assert len(names) == 6 and sorted(p.name for p in (tmp_path / "shared" / "runs").glob("*.json")) == names
+    for name in names:  # diffusion and inout of a seed share one ddpm bank, made once under its lock
+        runs = [json.loads((tmp_path / where / "runs" / name).read_text()) for where in ("alone", "shared")]
+        assert runs[0]["scores"] == runs[1]["scores"], name
+    assert shared.output.count("done before") == 6  # the report's pass found every run made by the processes
+    assert not list((tmp_path / "shared" / "runs").glob(".*"))  # no run's lock is left behind
+
+
+def test_a_claiming_process_leaves_the_runs_another_holds_and_takes_the_longest_first(folder_data, tmp_path):
+    bench = Benchmark(BenchConfig.preset("smoke", methods=("none",), settings=("few",), seeds=(0, 1)), folder_data,
+                      tmp_path)
+    held = lock(tmp_path / "runs" / ".none-few2-seed1.lock")
+    try:
+        results = bench.run_all(claim=True)
+    finally:
+        held.close()
+    assert [r["run"]["seed"] for r in results] == [0]
+    assert not (tmp_path / "runs" / "none-few2-seed1.json").exists()
+    assert not (tmp_path / "runs" / ".none-few2-seed0.lock").exists()  # its own lock is gone with the run
+    assert [bench.cost(Run(m, s, 0)) for m, s in [("diffusion", "few"), ("inout", "few"), ("none", "full"),
+                                                   ("memseg", "few")]] == [2, 2, 1, 0]
 
 
 def test_bench_transplant_copies_only_the_runs_own_shots_at_the_bench_scale(folder_data, tmp_path):

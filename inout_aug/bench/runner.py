@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from importlib import metadata
@@ -22,7 +24,7 @@ from inout_aug.bench.classifier import create_classifier, predict, train_classif
 from inout_aug.bench.config import BASELINE, CLASSIFIER, SEGDEC, UNBALANCED, BenchConfig
 from inout_aug.bench.data import BenchData, open_bench_data
 from inout_aug.core.augmenter import Augmenter, mix_seed
-from inout_aug.core.io import write_png, write_text
+from inout_aug.core.io import lock, write_png, write_text
 from inout_aug.core.registry import create, list_augmenters
 from inout_aug.data.layouts import Record, open_dataset, read_mask
 from inout_aug.data.training import TrainingSet, choose_defects
@@ -173,20 +175,38 @@ class Benchmark:
             return None
         return result if isinstance(result, dict) and result.get("digest") == self.digest(run, detector) else None
 
-    def run_all(self) -> list[dict[str, Any]]:
-        """Every planned run's result, running those not finished yet."""
+    def run_all(self, claim: bool = False) -> list[dict[str, Any]]:
+        """Every planned run's result, running those not finished yet. ``claim``: one of several processes
+        sharing the folder; it takes the longest runs first and each run only while it holds the run's lock
+        (``runs/.NAME.lock``), leaving runs another process holds, and returns the results it found or made."""
         results = []
-        for i, run in enumerate(self.runs):
-            result = self.finished(run)
+        order = sorted(self.runs, key=self.cost, reverse=True) if claim else self.runs
+        for i, run in enumerate(order):
             label = f"[{i + 1}/{len(self.runs)}] {self.run_name(run)}"
-            if result is None:
-                self.log(f"{label}: training")
-                result = self.execute(run, lambda text, label=label: self.log(f"{label}: {text}"))
-                write_text(json.dumps(result) + "\n", self.result_path(run))
-            else:
-                self.log(f"{label}: done before, AP {result['metrics']['ap']:.3f}")
-            results.append(result)
+            flag = self.result_path(run).with_name(f".{self.run_name(run)}.lock")
+            held = lock(flag) if claim else None
+            try:
+                if claim and held is None:
+                    self.log(f"{label}: running in another process")
+                    continue
+                result = self.finished(run)
+                if result is None:
+                    self.log(f"{label}: training")
+                    result = self.execute(run, lambda text, label=label: self.log(f"{label}: {text}"))
+                    write_text(json.dumps(result) + "\n", self.result_path(run))
+                else:
+                    self.log(f"{label}: done before, AP {result['metrics']['ap']:.3f}")
+                results.append(result)
+            finally:
+                if held is not None:  # a process that opened it before this unlink finds the run finished
+                    flag.unlink(missing_ok=True)
+                    held.close()
         return results
+
+    def cost(self, run: Run) -> int:
+        """A rank of how long ``run`` takes: a diffusion run that trains its ddpm first, then full-shot runs."""
+        trains_ddpm = "diffusion" in run.sources and "bank" not in self.config.method_params.get("diffusion", {})
+        return 2 if trains_ddpm else 1 if run.setting == "full" else 0
 
     def training_set(self, run: Run) -> tuple[TrainingSet, Augmenter | None]:
         """The training set of ``run`` (augmented slots flagged for the batch augmenter; for ``none`` the real
@@ -279,11 +299,16 @@ class Benchmark:
 
     def ddpm_bank(self, setting: str, seed: int) -> Path:
         """A bank of ddpm defects for (setting, seed): the backend trained on that run's real defects and the
-        training normals, then sampled into training normals; both kept under ``banks/`` and reused."""
+        training normals, then sampled into training normals; both kept under ``banks/`` and reused (made by one
+        process at a time)."""
+        folder = self.out / "banks" / f"{setting_name(setting, self.config.shots)}-seed{seed}"
+        with closing(lock(folder / ".lock", wait=True)):  # runs of this (setting, seed) in other processes wait
+            return self._ddpm_bank(folder, setting, seed)
+
+    def _ddpm_bank(self, folder: Path, setting: str, seed: int) -> Path:
         from inout_aug.models.finetune import finetune_ddpm
         from inout_aug.tools.generate import GenerationJob
 
-        folder = self.out / "banks" / f"{setting_name(setting, self.config.shots)}-seed{seed}"
         train = self.data.train
         chosen = self.real_defects(setting, seed)
         masks = [r for r in chosen if r.mask is not None]
@@ -334,6 +359,36 @@ def fold_benchmarks(config: BenchConfig, data: str | Path, out: str | Path,
 
 def _format(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
+
+
+def run_in_processes(config: BenchConfig, data: str | Path, out: str | Path, jobs: int) -> None:
+    """Run the unfinished runs of ``config`` in ``jobs`` processes side by side, sharing ``out``: each takes the
+    longest run that no other holds (:meth:`Benchmark.run_all` with ``claim``), on an equal share of torch's
+    threads. Returns when every process has ended; raises when one failed (a rerun resumes)."""
+    threads = max(1, torch.get_num_threads() // jobs)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    processes = [context.Process(target=_claim_runs, args=(config, str(data), str(out), threads, k + 1))
+                 for k in range(jobs)]
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+    failed = [(k + 1, p.exitcode) for k, p in enumerate(processes) if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"bench process {failed[0][0]} of {jobs} stopped with exit code {failed[0][1]} (its error "
+                           "is above); the runs finished are kept: run the same command again to resume")
+
+
+def _claim_runs(config: BenchConfig, data: str, out: str, threads: int, number: int) -> None:
+    """One process of :func:`run_in_processes`."""
+    torch.set_num_threads(threads)
+    for bench in fold_benchmarks(config, data, out, lambda text: _stderr(f"(process {number}) {text}")):
+        bench.run_all(claim=True)
 
 
 def _stderr(text: str) -> None:

@@ -10,6 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: locks are then not enforced
+    fcntl = None  # type: ignore[assignment]
+
 import numpy as np
 import PIL.Image
 import torch
@@ -20,6 +25,21 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def lock(path: Path, wait: bool = False) -> IO | None:
+    """An exclusive lock on the file ``path`` (made if missing), held until the returned handle is closed or its
+    process ends; None when another process holds it and ``wait`` is False. Granted at once where the platform
+    has no flock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "w")
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            return None
+    return handle
 
 
 class ImageReadError(ValueError):

@@ -18,15 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-try:
-    import fcntl
-except ImportError:  # no flock on this platform: runs are not locked
-    fcntl = None  # type: ignore[assignment]
-
 import torch
 
 from inout_aug.core.augmenter import Augmented, mix_seed
-from inout_aug.core.io import list_images, read_image, write_png, write_text
+from inout_aug.core.io import list_images, lock, read_image, write_png, write_text
 from inout_aug.core.registry import create, parameters
 from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset
 from inout_aug.data.manifest import manifest_name, read_manifest
@@ -270,12 +265,7 @@ def _absolute(path: str | os.PathLike) -> Path:
 
 def _lock(out: Path, shard: tuple[int, int]) -> IO:
     """Hold an exclusive lock on ``out/.lock`` (per shard; where the platform has flock); refuse one in use."""
-    out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / (".lock" if shard[1] == 1 else f".lock.shard-{shard[0]}-of-{shard[1]}"), "w")
-    if fcntl is not None:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise GenerationError(f"another run is writing to {out}; wait for it or use another --out") from None
+    handle = lock(out / (".lock" if shard[1] == 1 else f".lock.shard-{shard[0]}-of-{shard[1]}"))
+    if handle is None:
+        raise GenerationError(f"another run is writing to {out}; wait for it or use another --out")
     return handle
