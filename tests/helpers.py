@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from inout_aug import Augmenter
@@ -125,3 +128,11 @@ def kill_after(command: list[str], manifest: Path, records: int, env: dict[str, 
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def import_without(monkeypatch: pytest.MonkeyPatch, package: str, module: str) -> None:
+    """Import ``module`` afresh as if ``package`` were not installed (both restored after the test)."""
+    for name in [n for n in sys.modules if n == package or n.startswith(f"{package}.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, module)
+    importlib.import_module(module)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -14,7 +11,7 @@ A = pytest.importorskip("albumentations")
 
 import cv2  # noqa: E402  (albumentations depends on it)
 
-from helpers import SquareDefect, gradient_image  # noqa: E402
+from helpers import SquareDefect, gradient_image, import_without  # noqa: E402
 from inout_aug import Augmenter, create  # noqa: E402
 from inout_aug.core.augmenter import Made, Outcome  # noqa: E402
 from inout_aug.integrations.albumentations import AlbumentationsDefect  # noqa: E402
@@ -194,11 +191,8 @@ def test_refuses_an_augmenter_with_its_own_probability():
 
 
 def test_missing_albumentations_names_the_extra(monkeypatch):
-    for name in [n for n in sys.modules if n == "albumentations" or n.startswith("albumentations.")]:
-        monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "inout_aug.integrations.albumentations")
     with pytest.raises(ImportError, match=r'pip install "inout-aug\[albumentations\]"'):
-        importlib.import_module("inout_aug.integrations.albumentations")
+        import_without(monkeypatch, "albumentations", "inout_aug.integrations.albumentations")
 
 
 class _Defects(Dataset):

@@ -9,7 +9,7 @@ import kornia.augmentation as K
 import pytest
 import torch
 
-from helpers import SquareDefect
+from helpers import SquareDefect, import_without
 from inout_aug import create
 from inout_aug.integrations.kornia import KorniaDefect
 
@@ -160,11 +160,8 @@ def test_keepdim_keeps_a_bhw_mask_bhw():
 
 
 def test_missing_kornia_names_the_extra(monkeypatch):
-    for name in [n for n in sys.modules if n == "kornia" or n.startswith("kornia.")]:
-        monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "inout_aug.integrations.kornia")
     with pytest.raises(ImportError, match=r'pip install "inout-aug\[kornia\]"'):
-        importlib.import_module("inout_aug.integrations.kornia")
+        import_without(monkeypatch, "kornia", "inout_aug.integrations.kornia")
 
 
 def test_old_kornia_names_the_extra(monkeypatch):
