@@ -12,7 +12,7 @@ from typing import IO
 
 try:
     import fcntl
-except ImportError:  # not on Windows: locks are then not enforced
+except ImportError:  # no flock on this platform (Windows): locks are not enforced
     fcntl = None  # type: ignore[assignment]
 
 import numpy as np
