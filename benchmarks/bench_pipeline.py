@@ -1,9 +1,10 @@
 """Throughput of a training input pipeline with InOutMix against the same pipeline without augmentation.
 
 The pipeline: a few-shot ``TrainingSet`` (5 real defects, balanced with made defects) read through ``make_loader``
-at 256x256, batch 32, with 0, 1 and 2 DataLoader workers. InOutMix's sides: MemSeg and a diffusion bank. Two ways
-to augment: per sample, inside the dataset, so in the workers; and per batch, ``augment_batch`` after collation,
-in the main process. Against it, the same set without an augmenter: its positive slots hold copies of the real
+at 256x256, batch 32, with 0, 1 and 2 DataLoader workers. InOutMix's sides: MemSeg and a diffusion bank. Three
+ways to augment: per sample, inside the dataset, so in the workers; per batch, ``augment_batch`` after the loader,
+in the main process; and per batch inside the loader (``make_loader(augmenter=...)``), so in the workers. Against
+it, the same set without an augmenter: its positive slots hold copies of the real
 defects, the benchmark's ``none``, so the number and size of the images read are the same. Images/s count every
 image delivered (normal and defective) over whole epochs after the first batch; pipelines run in interleaved
 rounds, so drifts of the machine hit all alike. Writes a JSON file and a markdown table with the commit.
@@ -57,30 +58,32 @@ def write_data(root: Path) -> tuple[Path, Path]:
     return root / "data", root / "bank"
 
 
-def pipelines(data: Path, bank: Path) -> dict[str, tuple[TrainingSet, bool]]:
-    """Name -> (training set, augment per batch in the main process)."""
+def pipelines(data: Path, bank: Path) -> dict[str, tuple[TrainingSet, str]]:
+    """Name -> (training set, where its batches are augmented: "" (per sample, or not at all), "main" (after the
+    loader, in the main process) or "loader" (by ``make_loader``, in its workers))."""
     train = open_dataset(data, layout="folder")
 
-    def mix() -> InOutMix:
-        return InOutMix(bank=str(bank), seed=0)
+    def deferred() -> TrainingSet:
+        return TrainingSet(train, "few", shots=SHOTS, augmenter=InOutMix(bank=str(bank), seed=0), seed=0,
+                           online=False)
 
     return {
-        PEER: (TrainingSet(train, "few", shots=SHOTS, oversample=True, seed=0), False),
-        "InOutMix per sample (in the dataset)": (TrainingSet(train, "few", shots=SHOTS, augmenter=mix(), seed=0),
-                                                  False),
-        "InOutMix per batch (augment_batch)": (TrainingSet(train, "few", shots=SHOTS, augmenter=mix(), seed=0,
-                                                           online=False), True),
+        PEER: (TrainingSet(train, "few", shots=SHOTS, oversample=True, seed=0), ""),
+        "InOutMix per sample (in the dataset)": (TrainingSet(train, "few", shots=SHOTS, seed=0,
+                                                              augmenter=InOutMix(bank=str(bank), seed=0)), ""),
+        "InOutMix per batch, main process (augment_batch)": (deferred(), "main"),
+        "InOutMix per batch, in the workers (make_loader)": (deferred(), "loader"),
     }
 
 
-def epoch_rate(dataset: TrainingSet, batched: bool, workers: int, epoch: int) -> float:
+def epoch_rate(dataset: TrainingSet, batched: str, workers: int, epoch: int) -> float:
     """Images/s of one epoch, from the end of its first batch (worker start-up excluded) to its last."""
-    loader = make_loader(dataset, BATCH, epoch=epoch, seed=0, num_workers=workers,
-                         persistent_workers=False, drop_last=True)
     augmenter = dataset.augmenter
+    loader = make_loader(dataset, BATCH, epoch=epoch, seed=0, num_workers=workers, drop_last=True,
+                         augmenter=augmenter if batched == "loader" else None)
     images, start = 0, None
     for batch in loader:
-        if batched:
+        if batched == "main":
             batch = augment_batch(batch, augmenter)
         if start is None:
             start = time.perf_counter()
@@ -103,7 +106,7 @@ def main() -> None:
             for (name, workers), found in rates.items():
                 dataset, batched = sets[name]
                 found.append(epoch_rate(dataset, batched, workers, epoch))
-                print(f"round {epoch + 1}/{args.rounds}  {workers} workers  {name:<40} {found[-1]:8.1f} img/s",
+                print(f"round {epoch + 1}/{args.rounds}  {workers} workers  {name:<50} {found[-1]:8.1f} img/s",
                       flush=True)
         dataset = sets[PEER][0]
         counts_per_kind = dataset.counts()

@@ -11,6 +11,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from inout_aug.augmenters.memseg import MemSegRegion
+from inout_aug.core.augmenter import mix_seed
 from inout_aug.data import TrainingSet, augment_batch, collate, make_loader, open_dataset
 
 
@@ -192,6 +193,34 @@ def test_the_batched_path_gives_what_the_per_sample_path_gives(folder):
     normal = ~batch["augment"]
     assert torch.equal(batched["image"][normal], batch["image"][normal])
     assert not batched["augment"].any()
+
+
+def deferred(folder):
+    return TrainingSet(folder, "zero", augmenter=MemSegRegion(seed=0), online=False, transform=v2.Resize((16, 16)))
+
+
+def test_a_loader_with_an_augmenter_gives_what_augment_batch_gives_after_it(folder):
+    plain = next(iter(make_loader(deferred(folder), batch_size=24, shuffle=False)))
+    augmenter = MemSegRegion(seed=5)
+    batch = next(iter(make_loader(deferred(folder), batch_size=24, shuffle=False, augmenter=augmenter)))
+    augmenter.reseed(mix_seed(0, "batches", 0))  # the draws make_loader starts the epoch from
+    expected = augment_batch(plain, augmenter)
+    for key in ("image", "mask", "label", "augment"):
+        assert type(batch[key]) is type(expected[key]) and torch.equal(batch[key], expected[key]), key
+    assert batch["label"].sum() == 12 and not batch["augment"].any()
+
+
+def test_batches_augmented_in_workers_are_reproducible_and_do_not_repeat(folder):
+    def epoch_of(seed, context="fork"):
+        return list(make_loader(deferred(folder), batch_size=4, seed=seed, num_workers=2,
+                                augmenter=MemSegRegion(seed=0), multiprocessing_context=context))
+
+    first, again, forkserver = epoch_of(7), epoch_of(7), epoch_of(7, "forkserver")
+    for other in (again, forkserver):
+        assert all(torch.equal(a["image"], b["image"]) and a["path"] == b["path"] for a, b in zip(first, other))
+    masks = torch.cat([b["mask"][b["label"].bool()] for b in first])
+    assert len(masks) == 12 and len({m.numpy().tobytes() for m in masks}) == 12  # no two defects alike
+    assert any(not torch.equal(a["image"], b["image"]) for a, b in zip(first, epoch_of(8)))
 
 
 def test_collate_keeps_masks_and_labels_and_refuses_mixed_sizes():

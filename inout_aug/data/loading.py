@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from functools import partial
 from typing import Any
 
 import torch
@@ -70,14 +71,24 @@ def augment_batch(batch: dict[str, Any], augmenter: Augmenter) -> dict[str, Any]
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, epoch: int = 0, seed: int = 0, shuffle: bool = True,
-                num_workers: int = 0, **kwargs: Any) -> DataLoader:
+                num_workers: int = 0, augmenter: Augmenter | None = None, **kwargs: Any) -> DataLoader:
     """A DataLoader for epoch ``epoch`` whose order, worker seeds and so defects follow from (seed, epoch).
 
     The same (seed, epoch) gives the same batches for any run; workers never repeat each other, since each
-    augmenter is reseeded from its worker's seed. ``kwargs`` go to DataLoader.
+    augmenter is reseeded from its worker's seed. ``augmenter`` augments each collated batch
+    (:func:`augment_batch`) inside the loader: in its workers when ``num_workers`` > 0, so batched augmentation
+    runs in parallel (for a set built with ``online=False``; on a GPU, call :func:`augment_batch` on the moved
+    batch instead). ``kwargs`` go to DataLoader.
     """
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
+    if augmenter is not None:
+        augmenter.reseed(mix_seed(seed, "batches", epoch))  # the main process's draws (num_workers=0)
     generator = torch.Generator().manual_seed(mix_seed(seed, "loader", epoch))
+    collate_fn = collate if augmenter is None else partial(_collate_and_augment, augmenter=augmenter)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      collate_fn=collate, generator=generator, **kwargs)
+                      collate_fn=collate_fn, generator=generator, **kwargs)
+
+
+def _collate_and_augment(samples: list[dict[str, Any]], augmenter: Augmenter) -> dict[str, Any]:
+    return augment_batch(collate(samples), augmenter)
