@@ -6,8 +6,10 @@ ways to augment: per sample, inside the dataset, so in the workers; per batch, `
 in the main process; and per batch inside the loader (``make_loader(augmenter=...)``), so in the workers. Against
 it, the same set without an augmenter: its positive slots hold copies of the real
 defects, the benchmark's ``none``, so the number and size of the images read are the same. Images/s count every
-image delivered (normal and defective) over whole epochs after the first batch; pipelines run in interleaved
-rounds, so drifts of the machine hit all alike. Writes a JSON file and a markdown table with the commit.
+image delivered (normal and defective) over whole epochs after the first batch (with workers, the batches they
+made ahead meanwhile count too: an advantage that every pipeline at that worker count shares, so compare within a
+worker count); pipelines run in interleaved rounds, so drifts of the machine hit all alike. Writes a JSON file
+and a markdown table with the commit.
 
 The data is procedural (``inout_aug.tools.surfaces``), written once to a scratch folder as PNG: 256 normals and 5
 defects with masks. The bank holds 64 entries that ``inout-aug generate`` wrote with memseg: a bank is read the

@@ -310,7 +310,8 @@ def _csv(text: str | None, kind: Callable[[str], Any] = str) -> tuple | None:
               help="Override any setting, repeatable (e.g. --set epochs=10 --set image_size=(160,160)).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes that run the sweep side by side in --out, longest runs first, each with an equal "
-                   "share of the CPU threads (the same results as one process with that many threads).")
+                   "share of the CPU threads (the same results as one process with that many threads, so resume a "
+                   "sweep with the same --jobs).")
 @_one_line_errors
 def bench(config: Path | None, data: Path, out: Path, preset: str | None, model: str | None, weights: str | None,
           detector: str | None, methods: str | None, settings: str | None, shots: int | None, seeds: str | None,

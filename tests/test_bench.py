@@ -423,17 +423,21 @@ def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path):
     assert other.exit_code != 0 and "holds a ddpm model made with other settings" in other.output
 
 
-def test_bench_jobs_share_the_runs_between_processes_with_the_results_of_one(folder_data, tmp_path):
+def test_bench_jobs_share_the_runs_between_processes_with_the_results_of_one(folder_data, tmp_path, capfd):
     args = ("--methods", "memseg,diffusion,inout", "--settings", "few", "--seeds", "0,1")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # the threads each of the 2 processes below gets
         alone = _bench(folder_data, tmp_path / "alone", *args)
         torch.set_num_threads(2)
+        capfd.readouterr()
         shared = _bench(folder_data, tmp_path / "shared", *args, "--jobs", "2")
     finally:
         torch.set_num_threads(threads)
     assert alone.exit_code == 0 and shared.exit_code == 0, shared.output
+    logged = capfd.readouterr().err.splitlines()  # the processes' logs
+    assert len([line for line in logged if line.endswith(": training")]) == 6  # each run made once
+    assert len([line for line in logged if "ddpm for few2-seed" in line]) == 2  # each seed's ddpm trained once
     names = sorted(p.name for p in (tmp_path / "alone" / "runs").glob("*.json"))
     assert len(names) == 6 and sorted(p.name for p in (tmp_path / "shared" / "runs").glob("*.json")) == names
     for name in names:  # diffusion and inout of a seed share one ddpm bank, made once under its lock
@@ -443,19 +447,34 @@ def test_bench_jobs_share_the_runs_between_processes_with_the_results_of_one(fol
     assert not list((tmp_path / "shared" / "runs").glob(".*"))  # no run's lock is left behind
 
 
+def test_a_lock_excludes_another_holder_and_follows_its_file_when_the_holder_deletes_it(tmp_path):
+    path = tmp_path / "runs" / ".run.lock"
+    first = lock(path)
+    assert first is not None and lock(path) is None  # a second open file, as another process's, is refused
+    path.unlink()  # the holder deletes the file before releasing it
+    second = lock(path)
+    assert second is not None  # the file now at the path is free
+    first.close()
+    assert lock(path) is None  # still held, by the second
+    second.close()
+    assert lock(path) is not None
+
+
 def test_a_claiming_process_leaves_the_runs_another_holds_and_takes_the_longest_first(folder_data, tmp_path):
-    bench = Benchmark(BenchConfig.preset("smoke", methods=("none",), settings=("few",), seeds=(0, 1)), folder_data,
-                      tmp_path)
+    bench = Benchmark(BenchConfig.preset("smoke", methods=("none",), settings=("few", "full"), seeds=(0, 1)),
+                      folder_data, tmp_path)
     held = lock(tmp_path / "runs" / ".none-few2-seed1.lock")
     try:
         results = bench.run_all(claim=True)
     finally:
         held.close()
-    assert [r["run"]["seed"] for r in results] == [0]
+    assert [(r["run"]["setting"], r["run"]["seed"]) for r in results] == [("full", 0), ("full", 1), ("few", 0)]
     assert not (tmp_path / "runs" / "none-few2-seed1.json").exists()
-    assert not (tmp_path / "runs" / ".none-few2-seed0.lock").exists()  # its own lock is gone with the run
+    assert [p.name for p in (tmp_path / "runs").glob(".*")] == [".none-few2-seed1.lock"]  # the others went with them
     assert [bench.cost(Run(m, s, 0)) for m, s in [("diffusion", "few"), ("inout", "few"), ("none", "full"),
                                                    ("memseg", "few")]] == [2, 2, 1, 0]
+    given = Benchmark(BenchConfig.preset("smoke", method_params={"diffusion": {"bank": "B"}}), folder_data, tmp_path)
+    assert given.cost(Run("diffusion", "few", 0)) == 0  # a bank given: no ddpm to train
 
 
 def test_bench_transplant_copies_only_the_runs_own_shots_at_the_bench_scale(folder_data, tmp_path):

@@ -180,10 +180,15 @@ def test_a_stored_classifier_run_is_still_reused(magnetic_tile):
     assert bench.digest(Run("none", "few", 0)) == record["digest"]
 
 
+def _memseg_few(surfaces, out, *args):
+    """``inout-aug bench`` of memseg few-shot on the smoke preset."""
+    return CliRunner().invoke(cli, ["bench", "--preset", "smoke", "--data", str(surfaces), "--out", str(out),
+                                    "--methods", "memseg", "--settings", "few", *args], catch_exceptions=False)
+
+
 def test_segdec_smoke_run_scores_pixels_draws_heatmaps_and_keeps_the_classifier_report(surfaces, tmp_path):
     def bench(*args):
-        return CliRunner().invoke(cli, ["bench", "--preset", "smoke", "--data", str(surfaces), "--out", str(tmp_path),
-                                        "--methods", "memseg", "--settings", "few", *args], catch_exceptions=False)
+        return _memseg_few(surfaces, tmp_path, *args)
 
     result = bench("--detector", "segdec")
     assert result.exit_code == 0, result.output
@@ -211,8 +216,7 @@ def test_segdec_smoke_run_scores_pixels_draws_heatmaps_and_keeps_the_classifier_
 
 def test_the_segdec_report_pairs_its_runs_with_the_classifiers_of_the_same_seed(surfaces, tmp_path):
     def bench(*args):
-        return CliRunner().invoke(cli, ["bench", "--preset", "smoke", "--data", str(surfaces), "--out", str(tmp_path),
-                                        "--methods", "memseg", "--settings", "few", *args], catch_exceptions=False)
+        return _memseg_few(surfaces, tmp_path, *args)
 
     assert bench("--detector", "segdec").exit_code == 0
     assert "With and without mask supervision" not in (tmp_path / "segdec-summary.md").read_text()

@@ -208,6 +208,8 @@ def test_a_loader_with_an_augmenter_gives_what_augment_batch_gives_after_it(fold
     for key in ("image", "mask", "label", "augment"):
         assert type(batch[key]) is type(expected[key]) and torch.equal(batch[key], expected[key]), key
     assert batch["label"].sum() == 12 and not batch["augment"].any()
+    with pytest.raises(ValueError, match=r"augments its samples itself \(online=True\): build it with online=False"):
+        make_loader(resized(folder), batch_size=4, augmenter=augmenter)
 
 
 def test_batches_augmented_in_workers_are_reproducible_and_do_not_repeat(folder):

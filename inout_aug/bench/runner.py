@@ -24,7 +24,7 @@ from inout_aug.bench.classifier import create_classifier, predict, train_classif
 from inout_aug.bench.config import BASELINE, CLASSIFIER, SEGDEC, UNBALANCED, BenchConfig
 from inout_aug.bench.data import BenchData, open_bench_data
 from inout_aug.core.augmenter import Augmenter, mix_seed
-from inout_aug.core.io import lock, write_png, write_text
+from inout_aug.core.io import LOCKING, lock, write_png, write_text
 from inout_aug.core.registry import create, list_augmenters
 from inout_aug.data.layouts import Record, open_dataset, read_mask
 from inout_aug.data.training import TrainingSet, choose_defects
@@ -176,17 +176,18 @@ class Benchmark:
         return result if isinstance(result, dict) and result.get("digest") == self.digest(run, detector) else None
 
     def run_all(self, claim: bool = False) -> list[dict[str, Any]]:
-        """Every planned run's result, running those not finished yet. ``claim``: one of several processes
-        sharing the folder; it takes the longest runs first and each run only while it holds the run's lock
-        (``runs/.NAME.lock``), leaving runs another process holds, and returns the results it found or made."""
+        """Every planned run's result, running those not finished yet, each while holding the run's lock
+        (``runs/.NAME.lock``): a run that another process is making is waited for, then found finished.
+        ``claim``: one of several processes sharing the folder; it takes the longest runs first, leaves the runs
+        another process holds instead of waiting, and returns the results it found or made."""
         results = []
         order = sorted(self.runs, key=self.cost, reverse=True) if claim else self.runs
         for i, run in enumerate(order):
             label = f"[{i + 1}/{len(self.runs)}] {self.run_name(run)}"
             flag = self.result_path(run).with_name(f".{self.run_name(run)}.lock")
-            held = lock(flag) if claim else None
+            held = lock(flag, wait=not claim)
             try:
-                if claim and held is None:
+                if held is None:
                     self.log(f"{label}: running in another process")
                     continue
                 result = self.finished(run)
@@ -198,14 +199,15 @@ class Benchmark:
                     self.log(f"{label}: done before, AP {result['metrics']['ap']:.3f}")
                 results.append(result)
             finally:
-                if held is not None:  # a process that opened it before this unlink finds the run finished
+                if held is not None:  # one waiting on this file moves to the file next made at its path (lock)
                     flag.unlink(missing_ok=True)
                     held.close()
         return results
 
     def cost(self, run: Run) -> int:
         """A rank of how long ``run`` takes: a diffusion run that trains its ddpm first, then full-shot runs."""
-        trains_ddpm = "diffusion" in run.sources and "bank" not in self.config.method_params.get("diffusion", {})
+        given = self.config.method_params.get("diffusion", {})
+        trains_ddpm = "diffusion" in run.sources and not {"bank", "model"} & set(given)
         return 2 if trains_ddpm else 1 if run.setting == "full" else 0
 
     def training_set(self, run: Run) -> tuple[TrainingSet, Augmenter | None]:
@@ -365,6 +367,8 @@ def run_in_processes(config: BenchConfig, data: str | Path, out: str | Path, job
     """Run the unfinished runs of ``config`` in ``jobs`` processes side by side, sharing ``out``: each takes the
     longest run that no other holds (:meth:`Benchmark.run_all` with ``claim``), on an equal share of torch's
     threads. Returns when every process has ended; raises when one failed (a rerun resumes)."""
+    if not LOCKING:
+        raise RuntimeError("--jobs needs file locks (flock), which this platform lacks: run one process (--jobs 1)")
     threads = max(1, torch.get_num_threads() // jobs)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     processes = [context.Process(target=_claim_runs, args=(config, str(data), str(out), threads, k + 1))

@@ -27,19 +27,34 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+#: Whether :func:`lock` excludes other processes here (flock exists: not on Windows).
+LOCKING = fcntl is not None
+
+
 def lock(path: Path, wait: bool = False) -> IO | None:
     """An exclusive lock on the file ``path`` (made if missing), held until the returned handle is closed or its
     process ends; None when another process holds it and ``wait`` is False. Granted at once where the platform
-    has no flock."""
+    has no flock (:data:`LOCKING` False). A holder may delete the file before releasing it: the lock is then
+    taken on the file that stands at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "w")
-    if fcntl is not None:
+    while True:
+        handle = open(path, "a")
+        if fcntl is None:
+            return handle
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             handle.close()
             return None
-    return handle
+        except BaseException:
+            handle.close()
+            raise
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()  # locked a file its holder deleted meanwhile: lock the one at ``path`` now
 
 
 class ImageReadError(ValueError):

@@ -77,9 +77,14 @@ def make_loader(dataset: Dataset, batch_size: int, *, epoch: int = 0, seed: int 
     The same (seed, epoch) gives the same batches for any run; workers never repeat each other, since each
     augmenter is reseeded from its worker's seed. ``augmenter`` augments each collated batch
     (:func:`augment_batch`) inside the loader: in its workers when ``num_workers`` > 0, so batched augmentation
-    runs in parallel (for a set built with ``online=False``; on a GPU, call :func:`augment_batch` on the moved
-    batch instead). ``kwargs`` go to DataLoader.
+    runs in parallel. It augments the rows flagged ``augment`` (a :class:`~inout_aug.data.TrainingSet` built
+    with ``online=False``), or every row of a dataset without that flag; on a GPU, call :func:`augment_batch`
+    on the moved batch instead. The loader is one epoch: make a new one for the next. ``kwargs`` go to
+    DataLoader.
     """
+    if augmenter is not None and getattr(dataset, "online", False):
+        raise ValueError("this training set augments its samples itself (online=True): build it with online=False "
+                         "to augment batches in the loader, or leave make_loader's augmenter out")
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     if augmenter is not None:
