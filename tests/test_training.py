@@ -179,10 +179,13 @@ def test_one_process_epochs_do_not_depend_on_what_ran_before(folder):
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(first, epoch(dataset, 3, 2, workers=0)))
 
 
+def deferred(folder):
+    return TrainingSet(folder, "zero", augmenter=MemSegRegion(seed=0), online=False, transform=v2.Resize((16, 16)))
+
+
 def test_the_batched_path_gives_what_the_per_sample_path_gives(folder):
     per_sample = next(iter(make_loader(resized(folder), batch_size=24, shuffle=False)))
-    deferred = TrainingSet(folder, "zero", augmenter=MemSegRegion(seed=0), online=False, transform=v2.Resize((16, 16)))
-    batch = next(iter(make_loader(deferred, batch_size=24, shuffle=False)))
+    batch = next(iter(make_loader(deferred(folder), batch_size=24, shuffle=False)))
     assert batch["augment"].sum() == 12 and (batch["label"] == 0).all()
     batched = augment_batch(batch, MemSegRegion(seed=1))
     for key in ("image", "mask", "label"):
@@ -195,10 +198,6 @@ def test_the_batched_path_gives_what_the_per_sample_path_gives(folder):
     assert not batched["augment"].any()
 
 
-def deferred(folder):
-    return TrainingSet(folder, "zero", augmenter=MemSegRegion(seed=0), online=False, transform=v2.Resize((16, 16)))
-
-
 def test_a_loader_with_an_augmenter_gives_what_augment_batch_gives_after_it(folder):
     plain = next(iter(make_loader(deferred(folder), batch_size=24, shuffle=False)))
     augmenter = MemSegRegion(seed=5)
@@ -208,8 +207,11 @@ def test_a_loader_with_an_augmenter_gives_what_augment_batch_gives_after_it(fold
     for key in ("image", "mask", "label", "augment"):
         assert type(batch[key]) is type(expected[key]) and torch.equal(batch[key], expected[key]), key
     assert batch["label"].sum() == 12 and not batch["augment"].any()
+
+
+def test_a_loader_refuses_an_augmenter_for_a_set_that_augments_its_samples_itself(folder):
     with pytest.raises(ValueError, match=r"augments its samples itself \(online=True\): build it with online=False"):
-        make_loader(resized(folder), batch_size=4, augmenter=augmenter)
+        make_loader(resized(folder), batch_size=4, augmenter=MemSegRegion(seed=0))
 
 
 def test_batches_augmented_in_workers_are_reproducible_and_do_not_repeat(folder):
