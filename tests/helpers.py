@@ -136,3 +136,13 @@ def import_without(monkeypatch: pytest.MonkeyPatch, package: str, module: str) -
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, module)
     importlib.import_module(module)
+
+
+def memseg_draws(n: int, size: int, seed: int, **params) -> tuple[list[float], list[float]]:
+    """What MemSegRegion draws for ``n`` grey ``size`` x ``size`` images: each mask's area (fraction of the image)
+    and each blend factor δ, rounded to 6 places (the record in tests/data/memseg_draws.json)."""
+    from inout_aug.augmenters.memseg import MemSegRegion
+
+    out = MemSegRegion(seed=seed, **params).augment(torch.full((n, 3, size, size), 0.5))
+    areas = out.mask.float().mean((1, 2)).tolist()
+    return [round(a, 6) for a in areas], [round(float(p["delta"]), 6) for p in out.params]

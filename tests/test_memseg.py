@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from scipy.stats import ks_2samp
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from helpers import memseg_draws
 from inout_aug import create
 from inout_aug.augmenters.memseg.region import MemSegRegion, otsu_level
 from inout_aug.augmenters.memseg.sources import AnomalySource
@@ -223,3 +228,14 @@ def test_texture_folder_as_source(textures):
     out = aug.augment(image)
     inside = out.image[out.mask[:, None].expand_as(image)].view(-1)
     assert out.defect.all() and inside.float().std() > 5  # real texture pixels, not a flat colour
+
+
+def test_mask_area_and_delta_distributions_match_the_recorded_draws():
+    """Speed work must not change what MemSeg draws: mask areas and δ against tests/data/memseg_draws.json, drawn by
+    the commit it names (two-sample Kolmogorov-Smirnov); a threshold of 0.6 instead of 0.5 is caught."""
+    record = json.loads((Path(__file__).parent / "data" / "memseg_draws.json").read_text())
+    areas, deltas = memseg_draws(**record["settings"])
+    assert ks_2samp(areas, record["mask_area"]).pvalue > 0.01
+    assert ks_2samp(deltas, record["delta"]).pvalue > 0.01
+    smaller, _ = memseg_draws(**record["settings"], threshold=0.6)
+    assert ks_2samp(smaller, record["mask_area"]).pvalue < 1e-6

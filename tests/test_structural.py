@@ -10,6 +10,7 @@ import PIL.ImageOps
 import pytest
 import torch
 
+from inout_aug.augmenters.memseg import structural
 from inout_aug.augmenters.memseg.structural import OPERATIONS, StructuralSource, shuffle_tiles
 
 
@@ -145,6 +146,18 @@ def test_a_chain_of_table_operations_matches_pil_step_by_step():
         assert matches, "the fused tables differ from PIL applied step by step in every order"
         orders_seen |= matches
     assert len(orders_seen) > 1
+
+
+@pytest.mark.parametrize("chunk", [1, 2000, 2**17])
+def test_look_up_and_histogram_give_the_direct_values_whatever_the_index_chunk(monkeypatch, chunk):
+    monkeypatch.setattr(structural, "INDEX_CHUNK", chunk)  # 1 and 2 planes per chunk, and the whole batch
+    pixels = torch.randint(0, 256, (5, 3, 30, 26), dtype=torch.uint8, generator=gen(3))
+    table = torch.randint(0, 256, (5, 3, 256), generator=gen(4)).double()
+    direct = torch.stack([torch.stack([table[i, c][pixels[i, c].long()] for c in range(3)]) for i in range(5)])
+    assert torch.equal(structural._look_up(pixels, table), direct.float())
+    assert torch.equal(structural._look_up(pixels, table.to(torch.uint8)), direct.to(torch.uint8))
+    counts = [[torch.bincount(pixels[i, c].flatten(), minlength=256) for c in range(3)] for i in range(5)]
+    assert torch.equal(structural._histogram(pixels), torch.stack([torch.stack(row) for row in counts]))
 
 
 def test_structural_source_is_reproducible():

@@ -11,7 +11,7 @@ apply the table, work in float and quantise again.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -57,6 +57,7 @@ class StructuralSource(AnomalySource):
         order = order[:, : self.ops].to(device)
         identity = torch.arange(256, dtype=torch.float64, device=device)
         table = identity.expand(n, c, 256).clone()  # values 0..255: pixel value v becomes table[v]
+        plain = torch.ones(n, dtype=torch.bool, device=device)  # rows whose table is still the identity
         for step in range(self.ops):
             kinds = order[:, step]
             for k, count in enumerate(torch.bincount(kinds, minlength=len(self.operations)).tolist()):
@@ -65,15 +66,20 @@ class StructuralSource(AnomalySource):
                 rows = (kinds == k).nonzero().flatten()
                 operation = OPERATIONS[self.operations[k]]
                 if operation.on == "pixels":
-                    spatial = operation.apply(_look_up(pixels.index_select(0, rows), table[rows]).div_(255), generator)
+                    picked = pixels.index_select(0, rows)
+                    levels = picked.float() if plain[rows].all() else _look_up(picked, table[rows])
+                    spatial = operation.apply(levels.div_(255), generator)
                     if pixels is image:
                         pixels = image.clone()
-                    pixels.index_copy_(0, rows, as_bytes(spatial))
+                    pixels.index_copy_(0, rows, as_bytes(spatial, inplace=True))
                     table[rows] = identity
+                    plain[rows] = True
                 else:
                     counts = _histogram(pixels.index_select(0, rows)) if operation.on == "histogram" else None
                     table[rows] = operation.apply(table[rows], counts, generator)
-        return _look_up(shuffle_tiles(pixels, self.grid, generator), table.to(torch.uint8))
+                    plain[rows] = False
+        shuffled = shuffle_tiles(pixels, self.grid, generator)
+        return shuffled if plain.all() else _look_up(shuffled, table.to(torch.uint8))
 
 
 def shuffle_tiles(image: torch.Tensor, grid: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
@@ -100,20 +106,39 @@ def shuffle_tiles(image: torch.Tensor, grid: tuple[int, int], generator: torch.G
     return out
 
 
+#: Pixels per chunk of the int64 index that ``gather`` and ``scatter_add_`` need: 8 bytes per uint8 pixel, so a
+#: whole batch's index would be a large temporary; a chunk of 1 MiB stays in cache (a look-up runs ~1.5x faster).
+INDEX_CHUNK = 2**17
+
+
+def _index_chunks(pixels: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The (N * C, H * W) planes of a uint8 batch as int64, a few planes at a time: yields (start, stop, index)."""
+    planes = pixels.reshape(-1, pixels.shape[-2] * pixels.shape[-1])
+    step = max(1, INDEX_CHUNK // max(1, planes.shape[1]))
+    buffer = torch.empty((min(step, len(planes)), planes.shape[1]), dtype=torch.long, device=pixels.device)
+    for start in range(0, len(planes), step):
+        stop = min(start + step, len(planes))
+        yield start, stop, buffer[: stop - start].copy_(planes[start:stop])
+
+
 def _look_up(pixels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """``table[n, c, pixels[n, c, ...]]`` for uint8 (N, C, H, W) pixels and (N, C, 256) tables, in the table's dtype."""
-    n, c, h, w = pixels.shape
-    index = pixels.reshape(n * c, h * w).long()
-    return table.reshape(n * c, 256).to(torch.float32 if table.is_floating_point() else table.dtype).gather(
-        1, index).view(n, c, h, w)
+    """``table[n, c, pixels[n, c, ...]]`` for uint8 (N, C, H, W) pixels and (N, C, 256) tables, in the table's dtype
+    (float32 for a float table)."""
+    table = table.reshape(-1, 256).to(torch.float32 if table.is_floating_point() else table.dtype)
+    out = torch.empty(pixels.shape, dtype=table.dtype, device=pixels.device)
+    flat = out.view(len(table), -1)
+    for start, stop, index in _index_chunks(pixels):
+        torch.gather(table[start:stop], 1, index, out=flat[start:stop])
+    return out
 
 
 def _histogram(pixels: torch.Tensor) -> torch.Tensor:
     """(N, C, 256) int64 pixel counts per image and channel of a uint8 (N, C, H, W) batch."""
     n, c = pixels.shape[:2]
-    index = pixels.reshape(n * c, -1).long()
     counts = torch.zeros((n * c, 256), dtype=torch.long, device=pixels.device)
-    return counts.scatter_add_(1, index, torch.ones_like(index)).view(n, c, 256)
+    for start, stop, index in _index_chunks(pixels):
+        counts[start:stop].scatter_add_(1, index, counts.new_ones(()).expand_as(index))
+    return counts.view(n, c, 256)
 
 
 # -- pointwise operations: (N, C, 256) float64 table of levels 0..255 -> the table composed with the operation.
@@ -180,13 +205,19 @@ def _equalize(table: torch.Tensor, counts: torch.Tensor, g: torch.Generator) -> 
 def _sharpness(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """PIL's sharpness: blend with the image smoothed by 1 1 1 / 1 5 1 / 1 1 1 (borders kept), factor 0..2."""
     factor = uniform((len(x), 1, 1, 1), 0.0, 2.0, g, x.device)
-    if min(x.shape[-2:]) < 3:
+    h, w = x.shape[-2:]
+    if min(h, w) < 3:
         return x
-    inner = x[..., 1:-1, 1:-1]
-    across = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]  # a separable 3x3 box sum
-    box = across[..., :-2, :] + across[..., 1:-1, :] + across[..., 2:, :]
-    smooth = box.add_(inner, alpha=4).div_(13)
-    inner.copy_(smooth.lerp_(inner, factor).clamp_(0, 1))
+    # The separable 3x3 box sum runs along the flattened batch, where a pixel's neighbours lie 1 and w places
+    # away: every pass is contiguous (about twice as fast as on the interior's strided views, same bytes). Sums
+    # that wrap round a row or an image land on border pixels, which are kept from x.
+    flat = x.reshape(-1)
+    across = torch.add(flat[:-2], flat[1:-1]).add_(flat[2:])  # across[j] is centred on pixel j + 1
+    smooth = torch.zeros_like(x)
+    box = smooth.view(-1)[w + 1: -w - 1]
+    torch.add(across[: -2 * w], across[w: -w], out=box).add_(across[2 * w:])
+    smooth.add_(x, alpha=4).div_(13).lerp_(x, factor).clamp_(0, 1)
+    x[..., 1:-1, 1:-1] = smooth[..., 1:-1, 1:-1]
     return x
 
 
