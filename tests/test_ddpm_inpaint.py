@@ -200,6 +200,35 @@ def test_defect_type_picks_a_class_or_one_is_drawn_per_image(model, monkeypatch)
     torch.testing.assert_close(batch[4:5], alone, atol=1e-5, rtol=0)  # a batched pass may differ in the last bit
 
 
+def test_defect_types_given_per_image_and_drawn_where_none_is_given(model, monkeypatch):
+    calls = _count_unet_calls(model, monkeypatch)
+    images, masks = torch.rand(4, 1, 32, 32), _masks(4)
+
+    def labels(defect_type):
+        generators = [torch.Generator().manual_seed(s) for s in range(4)]
+        model.inpaint(images, masks, generator=generators, steps=1, defect_type=defect_type)
+        return calls[-1][1][:4]
+
+    drawn = labels(None)
+    assert labels(["crack", None, "blob", None]) == [2, drawn[1], 1, drawn[3]]  # the rest drawn as before
+    assert labels(["blob"] * 4) == labels("blob") == [1] * 4
+    with pytest.raises(ValueError, match=r"one defect type, or one per image \(4\), not 3"):
+        labels(["blob", "crack", None])
+    with pytest.raises(ValueError, match="unknown defect type 'dent'"):
+        labels([None, "dent", None, None])
+
+
+def test_diffusion_defect_paints_each_real_mask_with_its_own_defect_type(model_path, dataset, monkeypatch):
+    augment = DiffusionDefect(model=str(model_path), masks=str(dataset), steps=1, seed=3)
+    calls = _count_unet_calls(augment.model, monkeypatch)
+    out = augment.augment((_surface(7).float() / 255)[None].repeat(8, 1, 1, 1))
+    types = [p["defect_type"] for p in out.params]
+    assert set(types) == {"blob", "crack"} and calls[0][1][:8] == [TYPES.index(t) + 1 for t in types]
+    for kind, mask in zip(types, out.mask):  # blobs are squares, cracks long and thin (turned by 0 or 90 degrees)
+        rows, cols = mask.any(1).sum().item(), mask.any(0).sum().item()
+        assert (max(rows, cols) / min(rows, cols) > 3) == (kind == "crack"), (kind, rows, cols)
+
+
 def test_diffusion_defect_uses_an_inpaint_model_and_maps_mask_type_to_its_class(model_path, dataset, monkeypatch,
                                                                                  tmp_path):
     image = (_surface(7).float() / 255)[None].repeat(2, 1, 1, 1)

@@ -84,6 +84,7 @@ def test_real_masks_are_placed_turned_and_scaled_inside_the_image(tmp_path):
         mask[:, 5:5 + h, 7:7 + w] = 255
         write_png(mask, tmp_path / "masks" / f"m{i}.png")
     masks = RealMasks(tmp_path / "masks", scale=(1.0, 1.0))
+    assert masks.types == [None, None]  # a folder of mask images names no defect type
     drawn = masks.draw(40, (25, 25), torch.Generator().manual_seed(0))
     areas = drawn.flatten(1).sum(1)
     assert set(areas.tolist()) == {120, 48}  # whole shapes, never cut by the border
@@ -106,7 +107,7 @@ def test_errors_say_what_to_give(tmp_path):
         create("inout")  # the default in-side needs a bank or a model
 
 
-def test_real_masks_of_one_defect_type_from_a_dataset(tmp_path):
+def test_real_masks_from_a_dataset_carry_their_defect_types_and_one_type_can_be_chosen(tmp_path):
     for kind, (h, w) in (("scratch", (2, 20)), ("dent", (8, 8))):
         write_png(gradient_image(1, 30, 30), tmp_path / "defect" / kind / f"{kind}.png")
         mask = torch.zeros(1, 30, 30, dtype=torch.uint8)
@@ -116,6 +117,11 @@ def test_real_masks_of_one_defect_type_from_a_dataset(tmp_path):
     assert len(RealMasks(tmp_path).shapes) == 2
     dents = RealMasks(tmp_path, scale=(1.0, 1.0), defect_type="dent")
     assert set(dents.draw(10, (30, 30), torch.Generator()).flatten(1).sum(1).tolist()) == {64}
+    both = RealMasks(tmp_path, scale=(1.0, 1.0))
+    masks, types = both.draw_typed(20, (30, 30), torch.Generator().manual_seed(1))
+    assert torch.equal(masks, both.draw(20, (30, 30), torch.Generator().manual_seed(1)))
+    assert set(types) == {"dent", "scratch"}
+    assert masks.flatten(1).sum(1).tolist() == [{"dent": 64, "scratch": 40}[t] for t in types]
     with pytest.raises(ValueError, match="no defects of type 'hole'.*types: dent, scratch"):
         RealMasks(tmp_path, defect_type="hole")
 

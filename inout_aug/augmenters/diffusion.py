@@ -40,15 +40,16 @@ class DiffusionDefect(Augmenter):
       ``mode="txt2img"`` (the paper: a whole new image, weak label). Inpainting masks are real defect masks
       from ``masks`` (a dataset, its defects of ``mask_type`` only when given, or a folder of mask images),
       turned, scaled and placed at random, or MemSeg's Perlin regions when ``masks`` is None. A ddpm model of
-      kind "inpaint" (v2, one class per defect type) paints defects of ``mask_type``, or without it of a type
-      drawn per image.
+      kind "inpaint" (v2, one class per defect type) paints defects of ``mask_type``; without it, each defect
+      of the type of the real defect whose mask it fills (masks from a dataset, a type the model knows), else
+      of a type drawn per image.
 
     A setting that means nothing for the chosen source (``prompt`` or ``lora`` with a bank, ``fit`` with a model,
     a prompt for the ddpm backend) is an error, not ignored. A replaced image's outcome is ``Outcome.REPLACED``;
     a sample carrying boxes, keypoints or other masks then raises unless ``on_replace="drop"`` drops them.
 
-    Recorded per sample (``describe``): the bank entry, or mode, backend, steps, scheduler, guidance, prompt
-    and the model's (and LoRA's) hashes.
+    Recorded per sample (``describe``): the bank entry, or mode, backend, steps, scheduler, guidance, prompt,
+    the defect type an inpaint model was asked for (None: drawn) and the model's (and LoRA's) hashes.
     """
 
     name = "diffusion"
@@ -125,12 +126,11 @@ class DiffusionDefect(Augmenter):
             self.model, self.hashes = _load_backend(backend, mode, Path(model), lora,
                                                     0.65 if lora_scale is None else lora_scale, device)
         # A ddpm model of kind "inpaint" paints defects of mask_type (an unknown type fails here, naming the
-        # model's), or without it a type drawn per image.
-        self._type_kwargs: dict[str, str | None] = {}
-        if backend == "ddpm" and self.model is not None and self.model.config.kind == "inpaint":
-            if mask_type is not None:
-                self.model.class_of(mask_type)
-            self._type_kwargs = {"defect_type": mask_type}
+        # model's), or without it of each mask's own type where the model knows it, else a type drawn per image.
+        self._paints_types = backend == "ddpm" and self.model is not None and self.model.config.kind == "inpaint"
+        if self._paints_types and mask_type is not None:
+            self.model.class_of(mask_type)
+        self.mask_type = mask_type
 
     @property
     def replaces(self) -> bool:
@@ -147,16 +147,23 @@ class DiffusionDefect(Augmenter):
         if self.mode == "txt2img":
             return {"seed": seed}
         if self.masks is not None:
-            masks = self.masks.draw(n, (h, w), self.generator)
+            masks, types = self.masks.draw_typed(n, (h, w), self.generator)
         else:
-            masks = perlin_masks(n, (h, w), self.generator)[0]
-        return {"mask": masks.to(image.device), "seed": seed}
+            masks, types = perlin_masks(n, (h, w), self.generator)[0], [None] * n
+        params = {"mask": masks.to(image.device), "seed": seed}
+        if self._paints_types:
+            known = self.model.types
+            params["defect_type"] = [self.mask_type or (kind if kind in known else None) for kind in types]
+        return params
 
     def merge_params(self, drawn: list[dict[str, Any]]) -> dict[str, Any] | None:
         """Samples drawn one by one, inpainted as one batch: each keeps its own generator seed."""
         if self.replaces:
             return None
-        return {"mask": torch.cat([d["mask"] for d in drawn]), "seed": [d["seed"] for d in drawn]}
+        merged = {"mask": torch.cat([d["mask"] for d in drawn]), "seed": [d["seed"] for d in drawn]}
+        if self._paints_types:
+            merged["defect_type"] = [kind for d in drawn for kind in d["defect_type"]]
+        return merged
 
     def transform(self, image: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         if self.replaces:
@@ -168,8 +175,9 @@ class DiffusionDefect(Augmenter):
         if self.backend == "ddpm":
             generator = [torch.Generator().manual_seed(s) for s in seed] if per_sample else \
                 torch.Generator().manual_seed(seed)
+            types = {"defect_type": params["defect_type"]} if self._paints_types else {}
             made = self.model.inpaint(image, mask, generator=generator, steps=self.steps, guidance=self.guidance,
-                                      scheduler=self.scheduler, **self._type_kwargs)
+                                      scheduler=self.scheduler, **types)
         else:
             from inout_aug.models import sd
 
@@ -190,7 +198,7 @@ class DiffusionDefect(Augmenter):
         return {"mode": self.mode, "backend": self.backend, "steps": self.steps, "scheduler": scheduler,
                 "guidance": self.guidance, "prompt": self.prompt if self.backend == "sd" else None,
                 "generator_seed": params["seed"][index] if isinstance(params["seed"], list) else params["seed"],
-                **self.hashes}
+                **({"defect_type": params["defect_type"][index]} if self._paints_types else {}), **self.hashes}
 
     # -- bank entries and txt2img: whole new images --------------------------------------------------------------
     def _new_images(self, shape: torch.Size, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:

@@ -16,24 +16,32 @@ class RealMasks:
     folder of mask images), each drawn at random, flipped and turned by a multiple of 90 degrees, scaled by
     ``scale`` (a range) and placed at a random spot.
 
-    Masks are decoded once and kept cropped to their defect's bounding box.
+    Masks are decoded once and kept cropped to their defect's bounding box; ``types`` holds each one's defect
+    type (None for a folder of mask images).
     """
 
     def __init__(self, source: str | Path, scale: tuple[float, float] = (0.75, 1.25), defect_type: str | None = None):
         path = Path(source)
         self.source = path
         self.scale = (float(scale[0]), float(scale[1]))
-        self.shapes = [_crop(m) for m in _load_masks(path, defect_type)]
-        self.shapes = [m for m in self.shapes if m.numel()]
-        if not self.shapes:
+        cropped = [(_crop(mask), kind) for mask, kind in _load_masks(path, defect_type)]
+        kept = [(shape, kind) for shape, kind in cropped if shape.numel()]
+        if not kept:
             raise ValueError(f"no defect pixels in the masks of {path}: give a dataset with masked defects "
                              "or a folder of mask images (white = defect)")
+        self.shapes = [shape for shape, _ in kept]
+        self.types: list[str | None] = [kind for _, kind in kept]
 
     def __repr__(self) -> str:
         return f"RealMasks({str(self.source)!r}, {len(self.shapes)} masks)"
 
     def draw(self, n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
         """(n, H, W) bool masks, one randomly chosen, turned, scaled and placed real defect shape each."""
+        return self.draw_typed(n, size, generator)[0]
+
+    def draw_typed(self, n: int, size: tuple[int, int],
+                   generator: torch.Generator) -> tuple[torch.Tensor, list[str | None]]:
+        """The masks of :meth:`draw` (the same draws) and the defect type of each one's shape."""
         h, w = size
         out = torch.zeros((n, h, w), dtype=torch.bool)
         pick = torch.randint(len(self.shapes), (n,), generator=generator).tolist()
@@ -50,11 +58,12 @@ class RealMasks:
             top = int(spots[i][0] * (h - shape.shape[0] + 1))
             left = int(spots[i][1] * (w - shape.shape[1] + 1))
             out[i, top:top + shape.shape[0], left:left + shape.shape[1]] = shape
-        return out
+        return out, [self.types[k] for k in pick]
 
 
-def _load_masks(path: Path, defect_type: str | None) -> list[torch.Tensor]:
-    """Defect masks from a dataset layout (its defective images' masks) or from a folder of mask images."""
+def _load_masks(path: Path, defect_type: str | None) -> list[tuple[torch.Tensor, str | None]]:
+    """Defect masks with their defect types, from a dataset layout (its defective images' masks) or from a folder
+    of mask images (type None)."""
     if not path.exists():
         raise FileNotFoundError(f"mask source {path} not found: give a dataset folder or a folder of mask images")
     try:
@@ -62,13 +71,13 @@ def _load_masks(path: Path, defect_type: str | None) -> list[torch.Tensor]:
     except LayoutError:
         if defect_type is not None:
             raise ValueError(f"a defect type ({defect_type!r}) needs a dataset; {path} is a plain folder") from None
-        return [read_image(p).amax(0) >= 128 for p in list_images(path)]
+        return [(read_image(p).amax(0) >= 128, None) for p in list_images(path)]
     dataset = open_dataset(path, layout, "all")
     records = [r for r in dataset.defects(defect_type) if r.mask is not None]
     if not records:
         raise ValueError(f"no masked defects{'' if defect_type is None else f' of type {defect_type!r}'} in {path}: "
                          "give a dataset with mask files, or a folder of mask images")
-    return [read_mask(r.mask, dataset.mask_threshold) for r in records]
+    return [(read_mask(r.mask, dataset.mask_threshold), r.defect_type) for r in records]
 
 
 def bounding_box(mask: torch.Tensor) -> tuple[int, int, int, int]:

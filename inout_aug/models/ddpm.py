@@ -228,16 +228,16 @@ class DDPMDefectModel:
             resample = self.config.resample if scheduler == "ddim" else 0
         _check_inputs(images, masks, scheduler, steps, resample)
         scale = self.config.guidance_scale if guidance is None else float(guidance)
-        return self._in_windows(images, masks, generator, lambda known, holes, rows_generator: self._sample(
+        return self._in_windows(images, masks, generator, lambda known, holes, rows_generator, rows: self._sample(
             known, holes, rows_generator, steps, scale, scheduler, resample))
 
     def _in_windows(self, images: torch.Tensor, masks: torch.Tensor,
                     generator: torch.Generator | Sequence[torch.Generator],
-                    sample: Callable[[torch.Tensor, torch.Tensor, torch.Generator | list[torch.Generator]],
+                    sample: Callable[[torch.Tensor, torch.Tensor, torch.Generator | list[torch.Generator], list[int]],
                                      torch.Tensor]) -> torch.Tensor:
         """:meth:`inpaint`'s windows: each image's window cut and resized to the patch, ``sample(known, holes,
-        generator)`` run on them in [-1, 1] (with the generators of the images that have a mask), the results
-        resized back and pasted inside the masks."""
+        generator, rows)`` run on them in [-1, 1] (``rows``: the indices of the images that have a mask, with
+        their generators), the results resized back and pasted inside the masks."""
         out = images.clone()
         masks = masks.to(images.device)
         rows = [i for i in range(len(images)) if masks[i].any()]
@@ -254,7 +254,7 @@ class DDPMDefectModel:
             if len(generator) != len(images):
                 raise ValueError(f"give one generator, or one per image ({len(images)}), not {len(generator)}")
             generator = [generator[i] for i in rows]
-        made = sample(known * 2 - 1, holes, generator)
+        made = sample(known * 2 - 1, holes, generator, rows)
         made = (made + 1) / 2
         for k, (i, (t, x, h, w)) in enumerate(zip(rows, boxes)):
             back = match_channels(F.resize(made[k:k + 1], [h, w], antialias=True)[0], images.shape[1])

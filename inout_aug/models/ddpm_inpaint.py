@@ -68,33 +68,41 @@ class InpaintDefectModel(DDPMDefectModel):
     @torch.no_grad()
     def inpaint(self, images: torch.Tensor, masks: torch.Tensor, *,
                 generator: torch.Generator | Sequence[torch.Generator], steps: int = 25,
-                guidance: float | None = None, scheduler: str = "ddim", defect_type: str | None = None) -> torch.Tensor:
+                guidance: float | None = None, scheduler: str = "ddim",
+                defect_type: str | Sequence[str | None] | None = None) -> torch.Tensor:
         """Paint a defect of ``defect_type`` into each (B, C, H, W) float [0, 1] image inside its (B, H, W) bool mask.
 
-        Without ``defect_type`` each image gets a type drawn uniformly from its generator. ``generator``,
-        windows, ``guidance`` (default ``config.guidance_scale``) and the result: as in
-        :meth:`DDPMDefectModel.inpaint`; ``steps`` of ``scheduler`` ("ddim" or "dpm++"), no resampling jumps.
+        ``defect_type``: one type for every image, or one per image; an image without one (None) gets a type
+        drawn uniformly from its generator. ``generator``, windows, ``guidance`` (default
+        ``config.guidance_scale``) and the result: as in :meth:`DDPMDefectModel.inpaint`; ``steps`` of
+        ``scheduler`` ("ddim" or "dpm++"), no resampling jumps.
         """
         _check_inputs(images, masks, scheduler, steps, 0)
-        label = None if defect_type is None else self.class_of(defect_type)
+        if defect_type is None or isinstance(defect_type, str):
+            defect_type = [defect_type] * len(images)
+        elif len(defect_type) != len(images):
+            raise ValueError(f"give one defect type, or one per image ({len(images)}), not {len(defect_type)}")
+        classes = [None if kind is None else self.class_of(kind) for kind in defect_type]
         scale = self.config.guidance_scale if guidance is None else float(guidance)
 
         def sample(known: torch.Tensor, holes: torch.Tensor,
-                   rows_generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
-            labels = self._labels(label, rows_generator, len(known))
+                   rows_generator: torch.Generator | list[torch.Generator], rows: list[int]) -> torch.Tensor:
+            labels = self._labels([classes[i] for i in rows], rows_generator)
             return self._sample_in_context(known, holes, labels, rows_generator, steps, scale, scheduler)
 
         return self._in_windows(images, masks, generator, sample)
 
-    def _labels(self, label: int | None, generator: torch.Generator | list[torch.Generator], n: int) -> torch.Tensor:
-        """``n`` class labels: ``label``, or when None a defect type drawn per row from its generator."""
-        if label is not None:
-            return torch.full((n,), label, dtype=torch.long, device=self.device)
+    def _labels(self, given: list[int | None], generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
+        """The class label of each row: its ``given`` one; where any is None, labels are first drawn for every row
+        from its generator (as if none were given), then the given ones put in."""
+        if all(label is not None for label in given):
+            return torch.tensor(given, dtype=torch.long, device=self.device)
         classes = len(self.types) + 1
         if isinstance(generator, torch.Generator):
-            return torch.randint(1, classes, (n,), generator=generator, device=generator.device).to(self.device)
-        drawn = [int(torch.randint(1, classes, (1,), generator=g, device=g.device)) for g in generator]
-        return torch.tensor(drawn, device=self.device)
+            drawn = torch.randint(1, classes, (len(given),), generator=generator, device=generator.device).tolist()
+        else:
+            drawn = [int(torch.randint(1, classes, (1,), generator=g, device=g.device)) for g in generator]
+        return torch.tensor([d if label is None else label for d, label in zip(drawn, given)], device=self.device)
 
     def _sample_in_context(self, known: torch.Tensor, holes: torch.Tensor, labels: torch.Tensor,
                            generator: torch.Generator | list[torch.Generator], steps: int, guidance: float,
