@@ -91,7 +91,7 @@ def stages(textures: str, batch: int = 32) -> dict[str, Callable[[], object]]:
             image, {**params, "anomaly": params["anomaly"].clone()}),
     }
     bare = StructuralSource(ops=0)
-    steps[f"structural, no operation: quantise, shuffle, look up ({batch // 2} images)"] = \
+    steps[f"structural, no operation: quantise, shuffle ({batch // 2} images)"] = \
         lambda: bare.draw(half, generator)
     for name in OPERATIONS:
         one = StructuralSource(ops=1, operations=[name])

@@ -9,6 +9,7 @@ import PIL.Image
 import PIL.ImageOps
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inout_aug.augmenters.memseg import structural
 from inout_aug.augmenters.memseg.structural import OPERATIONS, StructuralSource, shuffle_tiles
@@ -146,6 +147,27 @@ def test_a_chain_of_table_operations_matches_pil_step_by_step():
         assert matches, "the fused tables differ from PIL applied step by step in every order"
         orders_seen |= matches
     assert len(orders_seen) > 1
+
+
+def test_sharpness_blends_with_the_smoothing_kernel_and_keeps_the_border():
+    image = torch.rand(3, 2, 9, 7, generator=gen(1))
+    out = OPERATIONS["sharpness"].apply(image.clone(), gen(2))
+    factor = torch.rand((3, 1, 1, 1), generator=gen(2)) * 2  # the factor it draws, uniform in [0, 2)
+    kernel = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]]) / 13
+    smooth = F.conv2d(image.reshape(6, 1, 9, 7), kernel[None, None]).view(3, 2, 7, 5)
+    expected = image.clone()
+    inner = image[..., 1:-1, 1:-1]
+    expected[..., 1:-1, 1:-1] = (smooth + factor * (inner - smooth)).clamp(0, 1)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    strided = image.clone().to(memory_format=torch.channels_last)
+    assert torch.equal(OPERATIONS["sharpness"].apply(strided, gen(2)), out)
+
+
+def test_a_spatial_operation_after_a_table_operation_reads_the_mapped_pixels():
+    image = grey_levels(9, n=8)
+    out = StructuralSource(ops=2, grid=(1, 1), operations=["invert", "sharpness"]).draw(image, gen(3))
+    inverted = 255 - image.float().mean((1, 2, 3))  # in either order: sharpness keeps the mean (up to rounding)
+    assert (out.float().mean((1, 2, 3)) - inverted).abs().max() < 2
 
 
 @pytest.mark.parametrize("chunk", [1, 2000, 2**17])

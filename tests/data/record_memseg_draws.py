@@ -1,8 +1,10 @@
 """Record MemSegRegion's mask areas and blend factors, the reference that test_memseg compares its draws with.
 
-Run it at the commit whose distribution is the reference, from the repository root:
+It draws with whichever ``inout_aug`` Python imports, so put the reference commit's first on the path (the
+record names the commit it drew with):
 
-    python tests/data/record_memseg_draws.py
+    git worktree add /tmp/reference REV
+    PYTHONPATH=/tmp/reference python tests/data/record_memseg_draws.py
 """
 
 from __future__ import annotations

@@ -209,11 +209,11 @@ def _sharpness(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     if min(h, w) < 3:
         return x
     # The separable 3x3 box sum runs along the flattened batch, where a pixel's neighbours lie 1 and w places
-    # away: every pass is contiguous (about twice as fast as on the interior's strided views, same bytes). Sums
-    # that wrap round a row or an image land on border pixels, which are kept from x.
+    # away: every pass is contiguous rather than over the interior's strided views (the same sums, in the same
+    # order, so the same bytes). Sums that wrap round a row or an image land on border pixels, kept from x.
     flat = x.reshape(-1)
     across = torch.add(flat[:-2], flat[1:-1]).add_(flat[2:])  # across[j] is centred on pixel j + 1
-    smooth = torch.zeros_like(x)
+    smooth = torch.zeros(x.shape, dtype=x.dtype, device=x.device)  # contiguous whatever x's layout
     box = smooth.view(-1)[w + 1: -w - 1]
     torch.add(across[: -2 * w], across[w: -w], out=box).add_(across[2 * w:])
     smooth.add_(x, alpha=4).div_(13).lerp_(x, factor).clamp_(0, 1)
