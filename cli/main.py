@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import linecache
 import os
 import shlex
 import sys
@@ -18,6 +17,7 @@ import click
 
 import inout_aug
 from inout_aug.core import registry
+from inout_aug.core.errors import raised_on_purpose
 from inout_aug.core.io import write_png
 from inout_aug.core.settings import SettingsError, parse_pairs
 from inout_aug.data.bank import Bank
@@ -67,13 +67,7 @@ def _on_purpose(exc: BaseException) -> bool:
     raised by a ``raise`` statement of the toolkit's own code (not, say, a ValueError from a failed unpacking)."""
     if isinstance(exc, GenerationError) or (isinstance(exc, OSError) and exc.filename is not None):
         return True
-    if not isinstance(exc, USER_ERRORS) or exc.__traceback__ is None:
-        return False
-    last = exc.__traceback__
-    while last.tb_next is not None:
-        last = last.tb_next
-    where = last.tb_frame.f_code.co_filename
-    return where.startswith(OWN_CODE) and linecache.getline(where, last.tb_lineno).lstrip().startswith("raise")
+    return isinstance(exc, USER_ERRORS) and raised_on_purpose(exc, OWN_CODE)
 
 
 def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:

@@ -185,6 +185,9 @@ def test_generate_refuses_a_folder_of_another_run(normals, tmp_path):
         (["-a", "memseg", "-i", "{normals}", "--param", "bogus=1"], "has no parameter 'bogus'"),
         (["-a", "memseg", "-i", "{normals}", "--param", "novalue"], "expected key=value"),
         (["-a", "memseg", "-i", "{normals}", "--param", "p=2"], "p must be a probability"),
+        (["-a", "memseg", "-i", "{normals}", "--param", "threshold=abc"],
+         "augmenter 'memseg' cannot take seed=0, threshold='abc', p=1.0: could not convert string to float"),
+        (["-a", "transplant", "-i", "{normals}"], "augmenter 'transplant' needs defects=..."),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(args, text, normals, tmp_path):
@@ -260,6 +263,27 @@ def test_fewer_outputs_than_the_folder_holds_is_refused(normals, tmp_path):
     assert result.exit_code != 0 and "already holds 4 outputs" in result.output and "use -n 4" in result.output
     assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "7").exit_code == 0
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 7
+
+
+def test_a_folder_holding_other_files_is_refused_and_left_as_it_was(normals, tmp_path):
+    out = tmp_path / "mine"
+    write_png(gradient_image(), out / "images" / "000000.png")
+    (out / ".draft.tmp").write_text("keep me")
+    (out / "manifest.jsonl").write_text('{"my": "own log"}\n')
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "2")
+    assert result.exit_code == 1
+    assert f"Error: {out} already holds files (.draft.tmp, images, manifest.jsonl) but no generate run" in result.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and not p.name.startswith(".lock")} == before
+
+
+def test_other_generate_folders_inside_the_input_folder_are_not_inputs(normals, tmp_path):
+    first, second = normals / "run1", normals / "run2"
+    for out in (first, second):
+        assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "4").exit_code == 0
+    sources = {json.loads(line)["source"] for line in (second / "manifest.jsonl").read_text().splitlines()}
+    assert not any("/run1/" in s for s in sources)
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(first), "-n", "6").exit_code == 0  # resumes
 
 
 def test_outputs_inside_the_input_folder_are_not_inputs(normals, tmp_path):
@@ -419,6 +443,8 @@ def test_generate_stops_at_a_corrupt_input_by_default(normals, tmp_path):
     assert result.exit_code == 1
     error = result.output.splitlines()[-1]
     assert error.startswith("Error: cannot read image") and str(normals / "bad.png") in error
+    assert "replace it with a readable image of the same name and run again to resume" in error
+    assert "or skip unusable inputs with --on-error skip" in error
 
 
 def test_generate_on_error_skip_fails_when_every_input_is_skipped(tmp_path):

@@ -203,6 +203,8 @@ def test_invalid_parameters_are_refused():
         MemSegRegion(perlin_min_exponent=3, perlin_max_exponent=2)
     with pytest.raises(ValueError, match="delta_range"):
         MemSegRegion(delta_range=(0.5, 1.5))
+    with pytest.raises(ValueError, match=r"delta_range must be \(low, high\), 0 <= low <= high <= 1, got 0.5"):
+        MemSegRegion(delta_range=0.5)
     with pytest.raises(ValueError, match="otsu"):
         MemSegRegion(foreground="triangle")
     with pytest.raises(ValueError, match="foreground_invert needs a foreground"):

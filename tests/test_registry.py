@@ -105,6 +105,16 @@ def test_unknown_name_and_unknown_parameter_errors():
         inout_aug.create("memseg", bogus=1)
 
 
+def test_missing_parameters_and_values_an_augmenter_cannot_take_name_the_augmenter():
+    with pytest.raises(TypeError, match=r"augmenter 'transplant' needs defects=\.\.\. \(see `inout-aug info"):
+        inout_aug.create("transplant")
+    with pytest.raises(ValueError, match="augmenter 'memseg' cannot take threshold='abc': could not convert") as caught:
+        inout_aug.create("memseg", threshold="abc")
+    assert isinstance(caught.value.__cause__, ValueError)
+    with pytest.raises(ValueError, match="p must be a probability"):  # the augmenter's own message, as it was
+        inout_aug.create("memseg", p=2)
+
+
 def test_one_class_under_two_names_keeps_each_name(site):
     make_distribution(site, "fake-toy", "fake_toy", TOY_MODULE, {"toy_a": "fake_toy:Toy", "toy_b": "fake_toy:Toy"})
     assert inout_aug.create("toy_a").name == "toy_a" and inout_aug.create("toy_b").name == "toy_b"

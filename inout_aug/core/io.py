@@ -58,7 +58,14 @@ def lock(path: Path, wait: bool = False) -> IO | None:
 
 
 class ImageReadError(ValueError):
-    """An image file that cannot be decoded."""
+    """An image file that cannot be decoded: ``path``, the ``reason``, and the ``fix`` that ends the message."""
+
+    def __init__(self, path: str | os.PathLike, reason: object, fix: str = "replace or remove the file"):
+        super().__init__(f"cannot read image {path}: {reason}; {fix}")
+        self.path, self.reason, self.fix = path, reason, fix
+
+    def __reduce__(self) -> tuple:  # rebuilt from its parts, e.g. when it crosses a process boundary
+        return type(self), (self.path, self.reason, self.fix)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -85,7 +92,7 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
                 img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
             return F.pil_to_tensor(img)
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}; replace or remove the file") from exc
+        raise ImageReadError(path, exc) from exc
 
 
 # Grey modes of more than 8 bits, and the value that stands for white in each.
@@ -96,10 +103,8 @@ def _to_8_bit(img: PIL.Image.Image, path: str | os.PathLike) -> torch.Tensor:
     """A 16-bit or float grey image scaled (not clipped) to (1, H, W) uint8."""
     values = np.asarray(img, dtype=np.float64) / _FULL_SCALE[img.mode]
     if values.size and not (values.min() >= 0 and values.max() <= 1):
-        raise ImageReadError(
-            f"cannot read image {path}: mode {img.mode} values lie outside 0..{_FULL_SCALE[img.mode]:g}; "
-            "save it as an 8- or 16-bit image"
-        )
+        raise ImageReadError(path, f"mode {img.mode} values lie outside 0..{_FULL_SCALE[img.mode]:g}",
+                             "save it as an 8- or 16-bit image")
     return torch.from_numpy(np.round(values * 255).astype(np.uint8))[None]
 
 

@@ -20,6 +20,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
 
 from inout_aug.core.augmenter import Augmenter
+from inout_aug.core.errors import raised_on_purpose
 
 GROUP = "inout_aug.augmenters"
 OWN_DISTRIBUTION = "inout-aug"
@@ -200,7 +201,8 @@ def parameters(name: str) -> dict[str, inspect.Parameter]:
 
 
 def create(name: str, **params: Any) -> Augmenter:
-    """Build augmenter ``name`` with ``params``; an unknown parameter raises ``TypeError`` listing the valid ones."""
+    """Build augmenter ``name`` with ``params``; an unknown or missing parameter raises ``TypeError`` listing the valid
+    ones, a value the augmenter cannot take a ``ValueError`` naming the augmenter and the parameters given."""
     cls = get(name)
     signature = _init_parameters(cls)
     accepted = {p.name for p in signature if p.kind not in _VARIADIC}
@@ -211,6 +213,18 @@ def create(name: str, **params: Any) -> Augmenter:
             f"augmenter {name!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"valid: {', '.join(sorted(accepted))} (see `inout-aug info {name}`)"
         )
-    augmenter = cls(**params)
+    missing = [p.name for p in signature if p.default is inspect.Parameter.empty and p.kind not in _VARIADIC
+               and p.name not in params]
+    if missing:
+        raise TypeError(f"augmenter {name!r} needs {', '.join(f'{m}=...' for m in missing)} "
+                        f"(see `inout-aug info {name}`)")
+    try:
+        augmenter = cls(**params)
+    except (TypeError, ValueError) as exc:
+        if raised_on_purpose(exc):  # the augmenter's own message
+            raise
+        given = ", ".join(f"{key}={value!r}" for key, value in params.items())
+        raise ValueError(f"augmenter {name!r} cannot take {given}: {exc} (see `inout-aug info {name}` for what each "
+                         "parameter takes)") from exc
     augmenter.name = name
     return augmenter

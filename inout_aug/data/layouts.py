@@ -184,7 +184,7 @@ def image_header(path: Path) -> tuple[tuple[int, int], str]:
         with PIL.Image.open(path) as img:
             return img.size, img.mode
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}; replace or remove the file") from exc
+        raise ImageReadError(path, exc) from exc
 
 
 def describe(folder: Path) -> str:

@@ -21,7 +21,7 @@ from typing import IO, Any
 import torch
 
 from inout_aug.core.augmenter import Augmented, mix_seed
-from inout_aug.core.io import list_images, lock, read_image, write_png, write_text
+from inout_aug.core.io import ImageReadError, list_images, lock, read_image, write_png, write_text
 from inout_aug.core.registry import create, parameters
 from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset
 from inout_aug.data.manifest import manifest_name, read_manifest
@@ -64,7 +64,10 @@ class GenerationJob:
             found, self.data = normal_images(root, layout, split, data_options)
         else:  # a chosen list (e.g. the benchmark's training normals), recorded by its hash in run.json
             found, self.data = [Path(s) for s in sources], {"layout": "list"}
-        self.sources = [p for p in map(_absolute, found) if not self._is_output(p)]
+        # Not inputs: this run's outputs, nor anything in another generate folder below the input (its run.json).
+        others = [d.parent for d in root.rglob(RUN_FILE) if d.parent not in (root, self.out)]
+        self.sources = [p for p in map(_absolute, found)
+                        if not self._is_output(p) and not any(d in p.parents for d in others)]
         if not self.sources:
             raise FileNotFoundError(f"no images in {root} besides the outputs in {self.out}")
         self.augmenter_name = augmenter
@@ -131,6 +134,14 @@ class GenerationJob:
             "sources": {"count": len(self.sources), "sha256": hashlib.sha256(listing.encode()).hexdigest()},
         }))
         run_file = self.out / RUN_FILE
+        # A new run needs an output folder of its own: empty, but for lock files and the input folder itself.
+        foreign = sorted(p.name for p in self.out.iterdir()
+                         if not p.name.startswith(".lock") and p != root and p not in root.parents) \
+            if not run_file.exists() else []
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise GenerationError(f"{self.out} already holds files ({shown}) but no generate run ({RUN_FILE}): give a "
+                                  "new or empty --out folder, so that nothing in it is overwritten")
         if run_file.exists():
             try:
                 previous = json.loads(run_file.read_text(encoding="utf-8"))
@@ -184,7 +195,7 @@ class GenerationJob:
 
     def _defect(self, index: int, source: Path, first_attempt: int) -> tuple[Augmented, int]:
         """The first defect the augmenter makes in ``source`` for output ``index``, and its seed."""
-        image = read_image(source)[None]
+        image = _read_source(source)
         for attempt in range(first_attempt, MAX_TRIES):
             seed = mix_seed(self.seed, index, attempt)
             self.augmenter.reseed(seed, index)
@@ -209,7 +220,7 @@ class GenerationJob:
         sources = [self.source(i) for i in indices]
         seeds = [mix_seed(self.seed, i, 0) for i in indices]
         try:
-            results = self.augmenter.augment_each([read_image(s)[None] for s in sources], seeds, indices)
+            results = self.augmenter.augment_each([_read_source(s) for s in sources], seeds, indices)
         except (ValueError, GenerationError):
             if self.on_error == "error":
                 raise
@@ -256,6 +267,17 @@ def normal_images(root: Path, layout: str = "auto", split: str = "train",
     if not normals:
         raise LayoutError(f"split {split!r} of the {layout} dataset {root} holds no normal images to augment")
     return normals, {"layout": layout, "split": split, "options": dataset.options()}
+
+
+def _read_source(path: Path) -> torch.Tensor:
+    """A run's normal image as (1, C, H, W) uint8; an unreadable one raises, saying how the run can go on."""
+    try:
+        return read_image(path)[None]
+    except ImageReadError as exc:
+        raise ImageReadError(
+            path, exc.reason, "replace it with a readable image of the same name and run again to resume (removing it "
+            "changes this run's inputs, which needs another --out), or skip unusable inputs with --on-error skip"
+        ) from exc
 
 
 def _absolute(path: str | os.PathLike) -> Path:

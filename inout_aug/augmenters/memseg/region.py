@@ -72,8 +72,12 @@ class MemSegRegion(Augmenter):
                 f"need 0 <= perlin_min_exponent <= perlin_max_exponent, got {perlin_min_exponent}, "
                 f"{perlin_max_exponent}"
             )
-        low, high = (float(v) for v in delta_range)
-        if not 0.0 <= low <= high <= 1.0:
+        try:
+            low, high = (float(v) for v in delta_range)
+            valid = 0.0 <= low <= high <= 1.0
+        except (TypeError, ValueError):  # not a pair of numbers
+            valid = False
+        if not valid:
             raise ValueError(f"delta_range must be (low, high), 0 <= low <= high <= 1, got {delta_range!r}")
         if int(max_tries) < 1:
             raise ValueError(f"max_tries must be at least 1, got {max_tries}")
