@@ -188,6 +188,7 @@ def test_generate_refuses_a_folder_of_another_run(normals, tmp_path):
         (["-a", "memseg", "-i", "{normals}", "--param", "threshold=abc"],
          "augmenter 'memseg' cannot take seed=0, threshold='abc', p=1.0: could not convert string to float"),
         (["-a", "transplant", "-i", "{normals}"], "augmenter 'transplant' needs defects=..."),
+        (["-a", "memseg", "-i", "{normals}/n0.png"], "n0.png is a file, not a dataset folder: give the folder"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(args, text, normals, tmp_path):
@@ -275,6 +276,13 @@ def test_a_folder_holding_other_files_is_refused_and_left_as_it_was(normals, tmp
     assert result.exit_code == 1
     assert f"Error: {out} already holds files (.draft.tmp, images, manifest.jsonl) but no generate run" in result.output
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and not p.name.startswith(".lock")} == before
+
+
+def test_an_out_path_that_is_a_file_is_refused(normals, tmp_path):
+    (tmp_path / "out.png").write_bytes(b"mine")
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(tmp_path / "out.png"))
+    assert result.exit_code == 1 and f"Error: --out {tmp_path / 'out.png'} is a file: give a folder" in result.output
+    assert (tmp_path / "out.png").read_bytes() == b"mine"
 
 
 def test_other_generate_folders_inside_the_input_folder_are_not_inputs(normals, tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_transplant import make_defects
 
 from helpers import SquareDefect, gradient_image
 from inout_aug import create, list_augmenters
@@ -79,12 +80,15 @@ def test_a_side_with_no_share_is_never_built():
     assert {p["side"] for p in only_in.augment(batch(4)).params} == {"in"}
 
 
-def test_a_missing_side_says_what_to_do():
+def test_a_missing_side_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="'no-such' is not installed; pass in_augmenter=<name>.*in_ratio=0"):
         InOutMix(in_augmenter="no-such")
     with pytest.raises(ValueError, match=r"InOutMix: .*'diffusion', needs a source.*InOutMix\(bank=PATH\).*"
-                                         r"InOutMix\(model=PATH\).*in_augmenter.*in_ratio=0"):
+                                         r"InOutMix\(model=PATH\).*in_augmenter='transplant', "
+                                         r"in_params=\{'defects': DATASET\}.*in_ratio=0"):
         InOutMix()
+    suggested = InOutMix(in_augmenter="transplant", in_params={"defects": str(make_defects(tmp_path))}, seed=0)
+    assert suggested.augment(torch.full((2, 1, 32, 32), 0.3)).defect.all()  # the hint works as written
     with pytest.raises(ValueError, match="in_ratio"):
         InOutMix(in_ratio=1.5)
     with pytest.raises(ValueError, match="in_params apply to an augmenter given by name"):

@@ -87,7 +87,8 @@ class InOutMix(Augmenter):
             raise ValueError(
                 "InOutMix: its in-distribution side, 'diffusion', needs a source of defects like the real ones: "
                 "InOutMix(bank=PATH) (a bank from `inout-aug generate -a diffusion`), InOutMix(model=PATH) (a model "
-                "from `inout-aug finetune`), another in_augmenter (e.g. in_augmenter='cutpaste_scar'), or "
+                "from `inout-aug finetune`), another in_augmenter (e.g. in_augmenter='transplant', "
+                "in_params={'defects': DATASET}: the real defects copied), or "
                 "in_ratio=0 for out-of-distribution defects only"
             )
         try:

@@ -70,7 +70,8 @@ class Layout(Dataset, ABC):
     def __init__(self, root: str | Path, split: str = "all", transform: Callable[[Sample], Any] | None = None):
         self.root = Path(os.path.abspath(root))
         if not self.root.is_dir():
-            raise FileNotFoundError(f"dataset folder not found: {self.root}")
+            raise FileNotFoundError(f"dataset folder not found: {self.root}" if not self.root.exists() else
+                                    f"{self.root} is a file, not a dataset folder: give the folder that holds it")
         if split not in self.splits:
             raise ValueError(f"{self.layout} has no split {split!r}; choose one of {', '.join(self.splits)}")
         if not self.matches(self.root):
@@ -505,7 +506,8 @@ def detect_layout(root: str | Path) -> str:
     """The name of the layout ``root`` holds; a folder of no known layout raises :class:`LayoutError`."""
     folder = Path(os.path.abspath(root))
     if not folder.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {folder}")
+        raise FileNotFoundError(f"dataset folder not found: {folder}" if not folder.exists() else
+                                f"{folder} is a file, not a dataset folder: give the folder that holds it")
     for name, cls in LAYOUTS.items():
         if cls.matches(folder):
             return name

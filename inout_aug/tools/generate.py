@@ -60,6 +60,8 @@ class GenerationJob:
         self.not_made: list[int] = []
         self.shard = (int(shard[0]), int(shard[1]))
         self.out, root = _absolute(out), _absolute(input)
+        if self.out.exists() and not self.out.is_dir():
+            raise GenerationError(f"--out {self.out} is a file: give a folder (new or empty) for the outputs")
         if sources is None:
             found, self.data = normal_images(root, layout, split, data_options)
         else:  # a chosen list (e.g. the benchmark's training normals), recorded by its hash in run.json
@@ -203,7 +205,8 @@ class GenerationJob:
             if result.defect[0]:
                 return result, seed
         raise GenerationError(
-            f"{self.augmenter_name} made no defect in {source} after {MAX_TRIES} tries; check its parameters"
+            f"{self.augmenter_name} made no defect in {source} ({image.shape[-2]}x{image.shape[-1]} px) after "
+            f"{MAX_TRIES} tries; check its parameters, or whether the image is large enough for them"
         )
 
     def _skip(self, index: int, source: Path, exc: Exception) -> None:
