@@ -186,7 +186,7 @@ def test_generate_refuses_a_folder_of_another_run(normals, tmp_path):
         (["-a", "memseg", "-i", "{normals}", "--param", "novalue"], "expected key=value"),
         (["-a", "memseg", "-i", "{normals}", "--param", "p=2"], "p must be a probability"),
         (["-a", "memseg", "-i", "{normals}", "--param", "threshold=abc"],
-         "augmenter 'memseg' cannot take seed=0, threshold='abc', p=1.0: could not convert string to float"),
+         "augmenter 'memseg' failed to build from seed=0, threshold='abc', p=1.0: could not convert string to float"),
         (["-a", "transplant", "-i", "{normals}"], "augmenter 'transplant' needs defects=..."),
         (["-a", "memseg", "-i", "{normals}/n0.png"], "n0.png is a file, not a dataset folder: give the folder"),
     ],
@@ -292,6 +292,34 @@ def test_other_generate_folders_inside_the_input_folder_are_not_inputs(normals, 
     sources = {json.loads(line)["source"] for line in (second / "manifest.jsonl").read_text().splitlines()}
     assert not any("/run1/" in s for s in sources)
     assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(first), "-n", "6").exit_code == 0  # resumes
+
+
+def test_a_folder_where_another_shard_is_writing_its_run_file_is_not_refused(normals, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock.shard-1-of-2").touch()
+    (out / ".run.json.x1y2z3.tmp").write_text("{")  # another shard, between its lock and its run.json
+    assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "2").exit_code == 0
+
+
+def test_only_generate_runs_below_the_input_are_left_out_and_older_runs_keep_their_inputs(normals, tmp_path):
+    (normals / "labels").mkdir()
+    (normals / "labels" / "run.json").write_text('{"tool": "a labelling session"}')
+    write_png(gradient_image(), normals / "labels" / "shot.png")
+    with GenerationJob("memseg", normals, tmp_path / "elsewhere", n=1) as job:
+        assert normals / "labels" / "shot.png" in job.sources  # another tool's run.json is no generate run
+    first = normals / "first"  # made before its run.json, as if the older run below had been read as inputs
+    write_png(gradient_image(), first / "images" / "000000.png")
+    with GenerationJob("memseg", normals, tmp_path / "second", n=2) as job:
+        before = list(job.sources)
+        assert first / "images" / "000000.png" in before
+        job.run()
+    (first / "run.json").write_text(json.dumps({"augmenter": "memseg", "sources": {}}))
+    with GenerationJob("memseg", normals, tmp_path / "second", n=4) as job:  # extends with the same inputs
+        assert job.sources == before
+        job.run()
+    with GenerationJob("memseg", normals, tmp_path / "third", n=1) as job:  # a new run leaves it out
+        assert not any(first in p.parents for p in job.sources)
 
 
 def test_outputs_inside_the_input_folder_are_not_inputs(normals, tmp_path):

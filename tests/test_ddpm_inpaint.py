@@ -212,6 +212,13 @@ def test_defect_types_given_per_image_and_drawn_where_none_is_given(model, monke
     drawn = labels(None)
     assert labels(["crack", None, "blob", None]) == [2, drawn[1], 1, drawn[3]]  # the rest drawn as before
     assert labels(["blob"] * 4) == labels("blob") == [1] * 4
+    three, holes, types = torch.rand(3, 1, 32, 32), _masks(3), ["crack", None, "blob"]
+    batch = model.inpaint(three, holes, generator=[torch.Generator().manual_seed(s) for s in range(3)], steps=1,
+                          defect_type=types)
+    for i in range(3):  # a row's draws do not depend on the rows beside it
+        alone = model.inpaint(three[i:i + 1], holes[i:i + 1], generator=torch.Generator().manual_seed(i), steps=1,
+                              defect_type=types[i])
+        torch.testing.assert_close(batch[i:i + 1], alone, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r"one defect type, or one per image \(4\), not 3"):
         labels(["blob", "crack", None])
     with pytest.raises(ValueError, match="unknown defect type 'dent'"):

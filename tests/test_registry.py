@@ -108,9 +108,12 @@ def test_unknown_name_and_unknown_parameter_errors():
 def test_missing_parameters_and_values_an_augmenter_cannot_take_name_the_augmenter():
     with pytest.raises(TypeError, match=r"augmenter 'transplant' needs defects=\.\.\. \(see `inout-aug info"):
         inout_aug.create("transplant")
-    with pytest.raises(ValueError, match="augmenter 'memseg' cannot take threshold='abc': could not convert") as caught:
+    with pytest.raises(ValueError, match="augmenter 'memseg' failed to build from threshold='abc': could not "
+                                         "convert .*check those values.*report it as a bug") as caught:
         inout_aug.create("memseg", threshold="abc")
     assert isinstance(caught.value.__cause__, ValueError)
+    with pytest.raises(TypeError, match="augmenter 'memseg' failed to build from grid=None: 'NoneType'"):
+        inout_aug.create("memseg", grid=None)  # the error keeps its type
     with pytest.raises(ValueError, match="p must be a probability"):  # the augmenter's own message, as it was
         inout_aug.create("memseg", p=2)
 

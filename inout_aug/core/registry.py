@@ -202,7 +202,8 @@ def parameters(name: str) -> dict[str, inspect.Parameter]:
 
 def create(name: str, **params: Any) -> Augmenter:
     """Build augmenter ``name`` with ``params``; an unknown or missing parameter raises ``TypeError`` listing the valid
-    ones, a value the augmenter cannot take a ``ValueError`` naming the augmenter and the parameters given."""
+    ones; an error of the constructor that is not its own message (a value it could not convert or unpack) is
+    raised again, of the same type, naming the augmenter and the parameters given."""
     cls = get(name)
     signature = _init_parameters(cls)
     accepted = {p.name for p in signature if p.kind not in _VARIADIC}
@@ -223,8 +224,9 @@ def create(name: str, **params: Any) -> Augmenter:
     except (TypeError, ValueError) as exc:
         if raised_on_purpose(exc):  # the augmenter's own message
             raise
-        given = ", ".join(f"{key}={value!r}" for key, value in params.items())
-        raise ValueError(f"augmenter {name!r} cannot take {given}: {exc} (see `inout-aug info {name}` for what each "
-                         "parameter takes)") from exc
+        given = ", ".join(f"{key}={value!r}" for key, value in params.items()) or "no parameters"
+        raise type(exc)(f"augmenter {name!r} failed to build from {given}: {exc}; check those values (`inout-aug info "
+                        f"{name}` shows what each parameter takes), and if they are right, report it as a bug of the "
+                        "augmenter") from exc
     augmenter.name = name
     return augmenter

@@ -93,16 +93,19 @@ class InpaintDefectModel(DDPMDefectModel):
         return self._in_windows(images, masks, generator, sample)
 
     def _labels(self, given: list[int | None], generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
-        """The class label of each row: its ``given`` one; where any is None, labels are first drawn for every row
-        from its generator (as if none were given), then the given ones put in."""
-        if all(label is not None for label in given):
-            return torch.tensor(given, dtype=torch.long, device=self.device)
+        """The class label of each row: its ``given`` one, else one drawn from its generator. With one generator
+        for all rows, any None draws a label for every row (then the given ones are put in); with one per row,
+        only the rows without a label draw, so a row's draws do not depend on the batch it is in."""
         classes = len(self.types) + 1
         if isinstance(generator, torch.Generator):
+            if all(label is not None for label in given):
+                return torch.tensor(given, dtype=torch.long, device=self.device)
             drawn = torch.randint(1, classes, (len(given),), generator=generator, device=generator.device).tolist()
         else:
-            drawn = [int(torch.randint(1, classes, (1,), generator=g, device=g.device)) for g in generator]
-        return torch.tensor([d if label is None else label for d, label in zip(drawn, given)], device=self.device)
+            drawn = [int(torch.randint(1, classes, (1,), generator=g, device=g.device)) if label is None else None
+                     for label, g in zip(given, generator)]
+        return torch.tensor([d if label is None else label for d, label in zip(drawn, given)], dtype=torch.long,
+                            device=self.device)
 
     def _sample_in_context(self, known: torch.Tensor, holes: torch.Tensor, labels: torch.Tensor,
                            generator: torch.Generator | list[torch.Generator], steps: int, guidance: float,

@@ -66,10 +66,10 @@ class GenerationJob:
             found, self.data = normal_images(root, layout, split, data_options)
         else:  # a chosen list (e.g. the benchmark's training normals), recorded by its hash in run.json
             found, self.data = [Path(s) for s in sources], {"layout": "list"}
-        # Not inputs: this run's outputs, nor anything in another generate folder below the input (its run.json).
-        others = [d.parent for d in root.rglob(RUN_FILE) if d.parent not in (root, self.out)]
-        self.sources = [p for p in map(_absolute, found)
-                        if not self._is_output(p) and not any(d in p.parents for d in others)]
+        # Not inputs: this run's outputs, nor anything in another generate folder below the input.
+        self._every_source = [p for p in map(_absolute, found) if not self._is_output(p)]
+        others = _generate_folders(root, skip=(root, self.out))
+        self.sources = [p for p in self._every_source if not any(d in p.parents for d in others)]
         if not self.sources:
             raise FileNotFoundError(f"no images in {root} besides the outputs in {self.out}")
         self.augmenter_name = augmenter
@@ -128,18 +128,23 @@ class GenerationJob:
         """Release the output folder."""
         self._lock.close()
 
-    def _claim_output_folder(self, root: Path) -> None:
+    def _settings(self, root: Path) -> dict[str, Any]:
+        """What ``run.json`` records: the settings and a fingerprint of the input file list."""
         listing = "\n".join(str(p.relative_to(root)) for p in self.sources)
-        settings = json.loads(json.dumps({
+        return json.loads(json.dumps({
             "augmenter": self.augmenter_name, "params": self.params, "seed": self.seed, "input": str(root),
             "data": self.data,
             "sources": {"count": len(self.sources), "sha256": hashlib.sha256(listing.encode()).hexdigest()},
         }))
+
+    def _claim_output_folder(self, root: Path) -> None:
+        settings = self._settings(root)
         run_file = self.out / RUN_FILE
-        # A new run needs an output folder of its own: empty, but for lock files and the input folder itself.
+        # A new run needs an output folder of its own: empty, but for lock files, the temporary files of another
+        # shard writing run.json, and the input folder itself.
         foreign = sorted(p.name for p in self.out.iterdir()
-                         if not p.name.startswith(".lock") and p != root and p not in root.parents) \
-            if not run_file.exists() else []
+                         if not (p.name.startswith(".lock") or p.name.startswith(f".{RUN_FILE}.")
+                                 or p == root or p in root.parents)) if not run_file.exists() else []
         if foreign:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise GenerationError(f"{self.out} already holds files ({shown}) but no generate run ({RUN_FILE}): give a "
@@ -151,6 +156,12 @@ class GenerationJob:
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
                 raise GenerationError(f"{run_file} is corrupt ({exc}); delete it or use another --out") from exc
+            if previous.get("sources") != settings["sources"] and self.sources != self._every_source:
+                kept, self.sources = self.sources, self._every_source
+                if self._settings(root)["sources"] == previous.get("sources"):  # begun when other generate
+                    settings = self._settings(root)  # folders below the input were still read: it keeps its inputs
+                else:
+                    self.sources = kept
             if previous.get("sources") != settings["sources"] and previous.get("input") == settings["input"]:
                 raise GenerationError(
                     f"the images in {root} changed since the run in {self.out} started "
@@ -272,14 +283,30 @@ def normal_images(root: Path, layout: str = "auto", split: str = "train",
     return normals, {"layout": layout, "split": split, "options": dataset.options()}
 
 
+def _generate_folders(root: Path, skip: tuple[Path, ...]) -> list[Path]:
+    """Folders below ``root`` (but those in ``skip``) that hold a generate run: a ``run.json`` of its settings."""
+    found = []
+    for run_file in root.rglob(RUN_FILE):
+        if run_file.parent in skip:
+            continue
+        try:
+            settings = json.loads(run_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):  # another tool's file of that name
+            continue
+        if isinstance(settings, dict) and {"augmenter", "sources"} <= settings.keys():
+            found.append(run_file.parent)
+    return found
+
+
 def _read_source(path: Path) -> torch.Tensor:
     """A run's normal image as (1, C, H, W) uint8; an unreadable one raises, saying how the run can go on."""
     try:
         return read_image(path)[None]
     except ImageReadError as exc:
+        fix = "replace it with a readable image" if exc.fix == ImageReadError(path, "").fix else exc.fix
         raise ImageReadError(
-            path, exc.reason, "replace it with a readable image of the same name and run again to resume (removing it "
-            "changes this run's inputs, which needs another --out), or skip unusable inputs with --on-error skip"
+            path, exc.reason, f"{fix} of the same name and run again to resume (removing it changes this run's "
+            "inputs, which needs another --out), or skip unusable inputs with --on-error skip"
         ) from exc
 
 
