@@ -44,7 +44,8 @@ def test_import_inout_aug_loads_only_the_core_and_the_classes_on_first_use(tmp_p
     )
     found = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
     loaded, names = found.stdout.splitlines()
-    core = ["inout_aug.core", "inout_aug.core.augmenter", "inout_aug.core.registry", "inout_aug.core.sample"]
+    core = ["inout_aug.core", "inout_aug.core.augmenter", "inout_aug.core.errors", "inout_aug.core.registry",
+            "inout_aug.core.sample"]
     assert loaded == repr(core)
     assert names == "['diffusion', 'inout', 'memseg', 'transplant']"
 
