@@ -57,10 +57,14 @@ def lock(path: Path, wait: bool = False) -> IO | None:
         handle.close()  # locked a file its holder deleted meanwhile: lock the one at ``path`` now
 
 
+#: The fix an :class:`ImageReadError` names unless a caller knows a better one.
+REPLACE_OR_REMOVE = "replace or remove the file"
+
+
 class ImageReadError(ValueError):
     """An image file that cannot be decoded: ``path``, the ``reason``, and the ``fix`` that ends the message."""
 
-    def __init__(self, path: str | os.PathLike, reason: object, fix: str = "replace or remove the file"):
+    def __init__(self, path: str | os.PathLike, reason: object, fix: str = REPLACE_OR_REMOVE):
         super().__init__(f"cannot read image {path}: {reason}; {fix}")
         self.path, self.reason, self.fix = path, reason, fix
 

@@ -21,7 +21,7 @@ from typing import IO, Any
 import torch
 
 from inout_aug.core.augmenter import Augmented, mix_seed
-from inout_aug.core.io import ImageReadError, list_images, lock, read_image, write_png, write_text
+from inout_aug.core.io import REPLACE_OR_REMOVE, ImageReadError, list_images, lock, read_image, write_png, write_text
 from inout_aug.core.registry import create, parameters
 from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset
 from inout_aug.data.manifest import manifest_name, read_manifest
@@ -128,17 +128,17 @@ class GenerationJob:
         """Release the output folder."""
         self._lock.close()
 
-    def _settings(self, root: Path) -> dict[str, Any]:
-        """What ``run.json`` records: the settings and a fingerprint of the input file list."""
-        listing = "\n".join(str(p.relative_to(root)) for p in self.sources)
+    def _settings(self, root: Path, sources: list[Path]) -> dict[str, Any]:
+        """What ``run.json`` records: the settings and a fingerprint of the input file list ``sources``."""
+        listing = "\n".join(str(p.relative_to(root)) for p in sources)
         return json.loads(json.dumps({
             "augmenter": self.augmenter_name, "params": self.params, "seed": self.seed, "input": str(root),
             "data": self.data,
-            "sources": {"count": len(self.sources), "sha256": hashlib.sha256(listing.encode()).hexdigest()},
+            "sources": {"count": len(sources), "sha256": hashlib.sha256(listing.encode()).hexdigest()},
         }))
 
     def _claim_output_folder(self, root: Path) -> None:
-        settings = self._settings(root)
+        settings = self._settings(root, self.sources)
         run_file = self.out / RUN_FILE
         # A new run needs an output folder of its own: empty, but for lock files, the temporary files of another
         # shard writing run.json, and the input folder itself.
@@ -157,11 +157,10 @@ class GenerationJob:
             except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
                 raise GenerationError(f"{run_file} is corrupt ({exc}); delete it or use another --out") from exc
             if previous.get("sources") != settings["sources"] and self.sources != self._every_source:
-                kept, self.sources = self.sources, self._every_source
-                if self._settings(root)["sources"] == previous.get("sources"):  # begun when other generate
-                    settings = self._settings(root)  # folders below the input were still read: it keeps its inputs
-                else:
-                    self.sources = kept
+                # A run begun when other generate folders below the input were still read keeps its inputs.
+                every = self._settings(root, self._every_source)
+                if every["sources"] == previous.get("sources"):
+                    self.sources, settings = self._every_source, every
             if previous.get("sources") != settings["sources"] and previous.get("input") == settings["input"]:
                 raise GenerationError(
                     f"the images in {root} changed since the run in {self.out} started "
@@ -303,7 +302,7 @@ def _read_source(path: Path) -> torch.Tensor:
     try:
         return read_image(path)[None]
     except ImageReadError as exc:
-        fix = "replace it with a readable image" if exc.fix == ImageReadError(path, "").fix else exc.fix
+        fix = "replace it with a readable image" if exc.fix == REPLACE_OR_REMOVE else exc.fix
         raise ImageReadError(
             path, exc.reason, f"{fix} of the same name and run again to resume (removing it changes this run's "
             "inputs, which needs another --out), or skip unusable inputs with --on-error skip"
