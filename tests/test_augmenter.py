@@ -159,7 +159,12 @@ def test_dataloader_workers_differ_and_a_seed_reproduces_the_epoch():
     [
         (gradient_image().int(), TypeError, "dtype torch.int32 is not supported"),
         (torch.zeros(32, 40, dtype=torch.uint8), ValueError, "must be CHW or BCHW"),
-        (torch.zeros(32, 40, 3, dtype=torch.uint8), ValueError, "1 (grey) or 3 (RGB) channels"),
+        (torch.zeros(32, 40, 3, dtype=torch.uint8), ValueError, "1 (grey) or 3 (RGB) channels in CHW order, got "
+                                                                 "shape (32, 40, 3);"),
+        (torch.zeros(2, 4, 8, 8), ValueError, "1 (grey) or 3 (RGB) channels in CHW order, got shape (2, 4, 8, 8);"),
+        (torch.zeros(3, 0, 8), ValueError, "image is empty: shape (3, 0, 8)"),
+        ((gradient_image(), 0, "a.png"), TypeError, "a 3-tuple sample is (image, mask, label), but item 2 is int, "
+                                                    "not a mask"),
         (gradient_image(dtype=torch.float32) * 255, ValueError, "must lie in [0, 1]"),
         ((gradient_image(), tv_tensors.Mask(torch.zeros(30, 40)), 0), ValueError, "does not match image size"),
         ((gradient_image(), torch.full((32, 40), 255, dtype=torch.uint8), 0), ValueError, "must be binary"),
@@ -209,8 +214,20 @@ def test_no_sample_and_bad_constructor_arguments():
         SquareDefect(seed=0)()
     with pytest.raises(TypeError, match="must be a torch.Generator"):
         SquareDefect(generator=1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="seed must be an integer, got float 1.5"):
         SquareDefect(seed=1.5)
+    for seed in (2**64, -(2**63) - 1):
+        with pytest.raises(ValueError, match=r"seed must be an integer from -2\*\*63 to 2\*\*64 - 1 .*got "):
+            SquareDefect(seed=seed)
+    with pytest.raises(ValueError, match="seed must be an integer from"):
+        SquareDefect(seed=0).reseed(2**70)
+    assert SquareDefect(seed=2**64 - 1).generator.initial_seed() == 2**64 - 1  # the ends of the range are taken
+    assert SquareDefect(seed=-(2**63)).generator.initial_seed() == 2**63
+
+
+def test_a_dict_sample_keeps_its_other_keys():
+    out = SquareDefect(seed=0)({"image": gradient_image(), "label": 0, "path": "a.png"})
+    assert out["path"] == "a.png" and out["label"] == 1 and out["mask"].any()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float64])

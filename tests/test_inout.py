@@ -91,6 +91,12 @@ def test_a_missing_side_says_what_to_do(tmp_path):
     assert suggested.augment(torch.full((2, 1, 32, 32), 0.3)).defect.all()  # the hint works as written
     with pytest.raises(ValueError, match="in_ratio"):
         InOutMix(in_ratio=1.5)
+    with pytest.raises(ValueError, match=r"in_ratio=0.004 rounds to 0 .* leaves out the in-distribution side: .*"
+                                         r"or in_ratio=0 for out-of-distribution defects only"):
+        mixer(in_ratio=0.004)
+    with pytest.raises(ValueError, match=r"in_ratio=0.996 rounds to 1 .* leaves out the out-of-distribution side"):
+        mixer(in_ratio=0.996)
+    assert mixer(in_ratio=0.005).block == (1, 100)  # the finest share there is
     with pytest.raises(ValueError, match="in_params apply to an augmenter given by name"):
         InOutMix(in_augmenter=SquareDefect(), in_params={"size": 3})
 

@@ -66,6 +66,14 @@ class InOutMix(Augmenter):
                 raise ValueError(f"InOutMix: {', '.join(clash)} given both directly and in in_params; give it once")
             in_params = {**(in_params or {}), **source}
         share = Fraction(float(in_ratio)).limit_denominator(MAX_BLOCK)
+        if share in (0, 1) and share != float(in_ratio):
+            left_out, kept = ("in-distribution", "out-of-distribution") if share == 0 else \
+                ("out-of-distribution", "in-distribution")
+            raise ValueError(
+                f"InOutMix: in_ratio={in_ratio} rounds to {share} (sides are dealt in blocks of at most {MAX_BLOCK} "
+                f"samples), which leaves out the {left_out} side: give a share from 1/{MAX_BLOCK} to "
+                f"1 - 1/{MAX_BLOCK}, or in_ratio={share} for {kept} defects only"
+            )
         self.in_ratio = float(in_ratio)
         self.block = (share.numerator, share.denominator)  # in-samples per block, block size
         self.sides: dict[str, Augmenter] = {}

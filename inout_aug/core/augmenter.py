@@ -70,6 +70,21 @@ def check_probability(name: str, value: float) -> float:
     return float(value)
 
 
+#: The seeds torch.Generator.manual_seed takes (a negative one counts from 2**64).
+SEED_RANGE = (-(2**63), 2**64)
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` as an int, or a clear error unless it is an integer torch.Generator takes."""
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}") from None
+    if not SEED_RANGE[0] <= value < SEED_RANGE[1]:
+        raise ValueError(f"seed must be an integer from -2**63 to 2**64 - 1 (what torch.Generator takes), got {value}")
+    return value
+
+
 def mix_seed(*parts: int | str) -> int:
     """A 63-bit seed derived from ``parts``: the same parts give the same seed on every machine."""
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
@@ -125,7 +140,7 @@ class Augmenter(Transform):
         if generator is None:
             if seed is None:  # from torch's global generator, so torch.manual_seed reproduces a pipeline
                 seed = int(torch.randint(2**62, (), dtype=torch.int64))
-            generator = torch.Generator().manual_seed(operator.index(seed))
+            generator = torch.Generator().manual_seed(check_seed(seed))
         self.generator = generator
         self._base_seed = generator.initial_seed()
         self._worker_seed: int | None = None
@@ -174,7 +189,7 @@ class Augmenter(Transform):
         draws over a run; this one ignores it. Inside a DataLoader worker an explicit reseed also stands for
         the worker's own reseeding.
         """
-        self.generator.manual_seed(int(seed))
+        self.generator.manual_seed(check_seed(seed))
         info = get_worker_info()
         self._worker_seed = None if info is None else info.seed
 

@@ -39,8 +39,10 @@ class Parsed:
     annotations: list[str] = field(default_factory=list)
 
 
-def check_image(image: torch.Tensor) -> None:
-    """Raise a clear error unless ``image`` is a (B, C, H, W) uint8 or [0, 1] float tensor with 1 or 3 channels."""
+def check_image(image: torch.Tensor, shape: tuple[int, ...] | None = None) -> None:
+    """Raise a clear error unless ``image`` is a (B, C, H, W) uint8 or [0, 1] float tensor with 1 or 3 channels;
+    ``shape`` is the one the caller gave (a CHW image batched here), shown in the errors instead."""
+    shape = tuple(image.shape) if shape is None and isinstance(image, torch.Tensor) else shape
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a tensor or PIL image, got {type(image).__name__}")
     if image.dtype != torch.uint8 and not image.is_floating_point():
@@ -49,17 +51,17 @@ def check_image(image: torch.Tensor) -> None:
             "e.g. image.to(torch.uint8) or image.float() / 255"
         )
     if image.ndim != 4:
-        raise ValueError(f"image must be CHW or BCHW, got shape {tuple(image.shape)}")
+        raise ValueError(f"image must be CHW or BCHW, got shape {shape}")
     if image.shape[1] not in (1, 3):
         raise ValueError(
-            f"image must have 1 (grey) or 3 (RGB) channels in CHW order, got shape {tuple(image.shape)}; "
+            f"image must have 1 (grey) or 3 (RGB) channels in CHW order, got shape {shape}; "
             "a HWC array needs image.permute(2, 0, 1)"
         )
     if image.requires_grad:
         raise TypeError("image requires grad: an augmenter makes training data, not a differentiable operation; "
                         "pass image.detach()")
     if image.shape[-1] == 0 or image.shape[-2] == 0:
-        raise ValueError(f"image is empty: shape {tuple(image.shape)}")
+        raise ValueError(f"image is empty: shape {shape}")
     if image.is_floating_point() and image.numel():
         lo, hi = torch.aminmax(image)
         if not (lo >= -_FLOAT_RANGE_SLACK and hi <= 1 + _FLOAT_RANGE_SLACK):  # NaN fails too
@@ -230,6 +232,12 @@ def parse(sample: Any) -> Parsed:
                 )
         if len(sample) == 3:
             image, mask, label = sample
+            if mask is not None and not isinstance(mask, (torch.Tensor, PIL.Image.Image)):
+                raise TypeError(
+                    f"a 3-tuple sample is (image, mask, label), but item 2 is {type(mask).__name__}, not a mask: "
+                    "keep other values (a path, an index) out of the tuple, e.g. in a dict sample "
+                    "{'image': ..., 'label': ..., 'path': ...}, which keeps its other keys"
+                )
             return _parse_parts(image, mask, label, lambda im, m, lb, drop=False: kind((im, m, lb)))
         if len(sample) == 2:
             image, second = sample
@@ -264,7 +272,7 @@ def _dict_packer(sample: dict) -> Callable:
 
 def _parse_parts(image: Any, mask: Any, label: Any, rebuild: Callable, annotations: list[str] | None = None) -> Parsed:
     batch, batched, image_back = _image_in(image)
-    check_image(batch)
+    check_image(batch, shape=None if batched else tuple(batch.shape[1:]))
     flat_mask = None if mask is None else check_mask(mask, batch)
     _check_label(label, len(batch) if batched else None)
 
