@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import shlex
 import sys
@@ -17,13 +18,20 @@ import click
 
 import inout_aug
 from inout_aug.core import registry
-from inout_aug.core.errors import raised_on_purpose
+from inout_aug.core.errors import PluginError, raised_on_purpose
 from inout_aug.core.io import write_png
 from inout_aug.core.settings import SettingsError, parse_pairs
 from inout_aug.data.bank import Bank
 from inout_aug.data.layouts import LAYOUTS, format_summary, open_dataset
 from inout_aug.tools.export import FORMATS, export
-from inout_aug.tools.generate import ON_ERROR, GenerationError, GenerationJob, normal_images
+from inout_aug.tools.generate import (
+    ON_ERROR,
+    RUN_FILE,
+    GenerationError,
+    GenerationJob,
+    normal_images,
+    outside_runs,
+)
 from inout_aug.tools.preview import preview_folder
 from inout_aug.tools.surfaces import make_surfaces
 
@@ -33,6 +41,8 @@ USER_ERRORS = (OSError, ValueError, TypeError, LookupError, ImportError, Generat
 OWN_CODE = (str(Path(inout_aug.__file__).parent), str(Path(__file__).parent))
 BUG_NOTE = ("inout-aug: the error above is a bug in inout-aug, not a problem with your input; please report it to the "
             "inout-aug developers with the command you ran and this traceback")
+PLUGIN_BUG_NOTE = ("inout-aug: the error above was raised in the code of the plugin {plugin!r}: please report it to "
+                   "that plugin's authors with the command you ran and this traceback")
 SEED = click.IntRange(0, 2**63 - 1)
 LAYOUT_CHOICE = click.Choice(["auto", "images", *LAYOUTS])
 
@@ -53,7 +63,8 @@ def _one_line_errors(command: Callable) -> Callable:
                 if os.environ.get("INOUT_AUG_DEBUG") or not _on_purpose(exc):
                     if not os.environ.get("INOUT_AUG_DEBUG"):
                         traceback.print_exc()
-                        click.echo(BUG_NOTE, err=True)
+                        plugin = _plugin_in_traceback(exc)
+                        click.echo(BUG_NOTE if plugin is None else PLUGIN_BUG_NOTE.format(plugin=plugin), err=True)
                         sys.exit(1)
                     raise
                 message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
@@ -65,9 +76,29 @@ def _one_line_errors(command: Callable) -> Callable:
 def _on_purpose(exc: BaseException) -> bool:
     """Whether ``exc`` is a message for the user: a file error naming its file, or an error of ``USER_ERRORS``
     raised by a ``raise`` statement of the toolkit's own code (not, say, a ValueError from a failed unpacking)."""
-    if isinstance(exc, GenerationError) or (isinstance(exc, OSError) and exc.filename is not None):
+    if isinstance(exc, (GenerationError, PluginError)) or (isinstance(exc, OSError) and exc.filename is not None):
         return True
     return isinstance(exc, USER_ERRORS) and raised_on_purpose(exc, OWN_CODE)
+
+
+def _plugin_in_traceback(exc: BaseException) -> str | None:
+    """The distribution of the plugin whose code raised ``exc`` (the deepest plugin frame), or None."""
+    code = {}  # a plugin package's folder (ending in a separator) or a single-module plugin's file -> distribution
+    try:
+        loaded = registry.entries()
+    except Exception:  # the registry itself failed: no plugin to name
+        return None
+    for found in loaded:
+        module = sys.modules.get(found.cls.__module__.split(".")[0]) if found.cls is not None else None
+        if found.source != registry.OWN_DISTRIBUTION and getattr(module, "__file__", None):
+            package = hasattr(module, "__path__")
+            code[str(Path(module.__file__).parent) + os.sep if package else module.__file__] = found.source
+    for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        filename = frame.f_code.co_filename
+        for where, source in code.items():
+            if filename == where or (where.endswith(os.sep) and filename.startswith(where)):
+                return source
+    return None
 
 
 def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
@@ -127,7 +158,8 @@ def list_command(pattern: str) -> None:
         except LookupError:
             summary = f"(broken: {entry.error})"
         attr = entry.target.rpartition(":")[2]
-        public = f"inout_aug.{attr}" if attr in inout_aug.__all__ else entry.target.replace(":", ".")
+        exported = attr in inout_aug.__all__ and entry.cls is not None and getattr(inout_aug, attr) is entry.cls
+        public = f"inout_aug.{attr}" if exported else entry.target.replace(":", ".")
         rows.append((entry.name, public, entry.source, summary))
     if not rows:
         raise LookupError(f"no augmenter matches {pattern!r}")
@@ -229,7 +261,7 @@ def export_command(bank: Path, format_: str, out: Path, normals: Path | None, te
     Entries with a weak label (no pixel mask) are skipped and counted. The folder is written whole or not at all.
     """
     entries = Bank(bank, cache=False)
-    extra = [] if normals is None else normal_images(normals)[0]
+    extra = [] if normals is None else outside_runs(normal_images(normals)[0], normals)
     with click.progressbar(length=len(entries) + len(extra), label=f"{format_} -> {out}", file=sys.stderr) as bar:
         done = export(entries, out, format_, normals=extra, defect_type=defect_type, category=category,
                       test_normals=test_normals, progress=bar.update)
@@ -386,6 +418,7 @@ def preview(folder: Path, out: Path | None, limit: int, columns: int) -> None:
 def demo(out: Path, n: int, augmenter: str, seed: int) -> None:
     """Built-in demo: make procedural metal surfaces, turn them into defective images, write a preview."""
     normal = out / "normal"
+    _check_demo_folder(out, normal, augmenter, n, seed)
     for i, surface in enumerate(make_surfaces(n, seed=seed)):
         write_png(surface, normal / f"surface_{i:03d}.png")
     with GenerationJob(augmenter, normal, out, n=n, seed=seed) as job:
@@ -393,3 +426,23 @@ def demo(out: Path, n: int, augmenter: str, seed: int) -> None:
     sheet = preview_folder(out, out / "preview.png", limit=n)
     click.echo(f"normal images: {normal}\ndefects: {out / 'images'}, masks: {out / 'masks'}, "
                f"manifest: {out / 'manifest.jsonl'}\npreview: {sheet}")
+
+
+def _check_demo_folder(out: Path, normal: Path, augmenter: str, n: int, seed: int) -> None:
+    """Refuse an --out that holds anything but a demo run of these settings, before the demo writes its surfaces."""
+    if out.exists() and not out.is_dir():
+        raise GenerationError(f"--out {out} is a file: give a folder (new or empty) for the demo")
+    run_file = out / RUN_FILE
+    if run_file.is_file():
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+            made = (previous["augmenter"], previous["sources"]["count"], previous["seed"])
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):  # not a run.json that generate wrote
+            made = None
+        if made is None:
+            raise GenerationError(f"{out} holds a {RUN_FILE} that is not a demo run's: give another --out")
+        if made != (augmenter, n, seed):
+            raise GenerationError(f"{out} holds a demo run of -a {made[0]} -n {made[1]} --seed {made[2]}: run the "
+                                  "demo with those settings to resume it, or give another --out")
+    elif out.is_dir() and any(p != normal and not p.name.startswith(".lock") for p in out.iterdir()):
+        raise GenerationError(f"--out {out} already holds files but no demo run: give a new or empty folder")

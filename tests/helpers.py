@@ -120,6 +120,39 @@ TOY_MODULE = """
 """
 
 
+#: A fake plugin with mistakes: a constructor's own error, a constructor bug, a transform bug, and a class named like a
+#: built-in one.
+FAULTY_MODULE = """
+    from inout_aug import Augmenter
+
+    class Ring(Augmenter):
+        '''A ring whose transform has a bug.'''
+
+        def __init__(self, p=1.0, *, radius: int = 3, seed=None, generator=None):
+            super().__init__(p=p, seed=seed, generator=generator)
+            if radius <= 0:
+                raise ValueError("radius must be positive")
+
+        def make_params(self, image):
+            return {}
+
+        def transform(self, image, params):
+            return {}["no such key"]
+
+    class Broken(Ring):
+        '''A constructor with a bug.'''
+
+        def __init__(self, p=1.0, *, seed=None, generator=None):
+            super().__init__(p=p, seed=seed, generator=generator)
+            {}["setting"]
+
+    class Transplant(Ring):
+        '''Not the built-in transplant.'''
+"""
+FAULTY_ENTRIES = {"ring": "fake_faulty:Ring", "broken_init": "fake_faulty:Broken",
+                  "ring_transplant": "fake_faulty:Transplant"}
+
+
 def kill_after(command: list[str], manifest: Path, records: int, env: dict[str, str] | None = None) -> None:
     """Run ``command`` and SIGKILL it once ``manifest`` holds ``records`` lines (or after 120 s)."""
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 import inout_aug
-from helpers import TOY_MODULE, gradient_image, kill_after, make_distribution
+from helpers import FAULTY_ENTRIES, FAULTY_MODULE, TOY_MODULE, gradient_image, kill_after, make_distribution
 from inout_aug.core import registry
 from inout_aug.core.io import read_image, write_png
 from inout_aug.tools.generate import GenerationJob
@@ -47,6 +47,37 @@ def toy_site(tmp_path, monkeypatch):
     yield site
     sys.modules.pop("fake_toy", None)
     registry.refresh()
+
+
+@pytest.fixture
+def faulty_site(tmp_path, monkeypatch):
+    """A fake installed plugin with mistakes (tests/helpers.py FAULTY_MODULE)."""
+    site = tmp_path / "site"
+    make_distribution(site, "fake-faulty", "fake_faulty", FAULTY_MODULE, FAULTY_ENTRIES)
+    monkeypatch.syspath_prepend(str(site))
+    registry.refresh()
+    yield site
+    sys.modules.pop("fake_faulty", None)
+    registry.refresh()
+
+
+def test_a_plugins_mistakes_are_blamed_on_the_plugin(faulty_site, normals, tmp_path):
+    result = run("generate", "-a", "ring", "-i", str(normals), "-o", str(tmp_path / "a"), "-p", "radius=-1")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == "Error: augmenter 'ring' (from 'fake-faulty'): radius must be positive"
+    result = run("generate", "-a", "broken_init", "-i", str(normals), "-o", str(tmp_path / "b"))
+    assert result.exit_code == 1
+    assert "Error: augmenter 'broken_init' from 'fake-faulty' failed to build" in result.output
+    result = run("generate", "-a", "ring", "-i", str(normals), "-o", str(tmp_path / "c"))
+    assert result.exit_code == 1 and "KeyError: 'no such key'" in result.output
+    assert "raised in the code of the plugin 'fake-faulty': please report it to that plugin's authors" in result.output
+    assert "bug in inout-aug" not in result.output
+
+
+def test_list_names_a_plugins_own_class_even_when_it_shares_a_builtin_name(faulty_site):
+    result = run("list", "ring_*")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].split()[:3] == ["ring_transplant", "fake_faulty.Transplant", "fake-faulty"]
 
 
 def test_version():
@@ -224,6 +255,23 @@ def test_demo_runs_on_the_embedded_default(tmp_path):
     assert len(list((out / "normal").glob("*.png"))) == 4
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 4
     assert (out / "preview.png").is_file() and "preview:" in result.output
+
+
+def test_demo_refuses_another_run_before_writing_anything(tmp_path):
+    out = tmp_path / "demo"
+    assert run("demo", "--out", str(out), "-n", "2").exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for args in (["-n", "3"], ["-n", "2", "--seed", "1"]):
+        result = run("demo", "--out", str(out), *args)
+        assert result.exit_code == 1
+        assert f"Error: {out} holds a demo run of -a memseg -n 2 --seed 0: run the demo with those" in result.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing added or overwritten
+    assert run("demo", "--out", str(out), "-n", "2").exit_code == 0  # the same settings resume it
+    used = tmp_path / "used"
+    (used / "notes.txt").parent.mkdir()
+    (used / "notes.txt").write_text("mine")
+    result = run("demo", "--out", str(used), "-n", "2")
+    assert "already holds files but no demo run" in result.output and sorted(used.iterdir()) == [used / "notes.txt"]
 
 
 def test_generate_on_real_magnetic_tiles(magnetic_tile, tmp_path):

@@ -235,3 +235,11 @@ def test_bad_exports_are_refused(shapes_bank, tmp_path):
 def test_mask_polygons_pad_dots_and_lines_to_three_points():
     assert mask_polygons(SHAPES["dot"])[0].tolist() == [[7, 30]] * 3
     assert len(mask_polygons(SHAPES["line"])[0]) == 3
+
+
+def test_normals_leave_out_generate_runs_inside_their_folder(shapes_bank, normals, tmp_path):
+    made = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(normals / "defects"), "-n", "3")
+    assert made.exit_code == 0, made.output
+    result = run("export", str(shapes_bank), "-f", "coco", "-o", str(tmp_path / "coco"), "--normals", str(normals))
+    assert result.exit_code == 0, result.output
+    assert f"and 5 normal images in {tmp_path / 'coco'}" in result.output  # not the run's 3 defects and 3 masks

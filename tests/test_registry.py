@@ -8,8 +8,9 @@ import warnings
 import pytest
 
 import inout_aug
-from helpers import TOY_MODULE, SquareDefect, make_distribution
+from helpers import FAULTY_ENTRIES, FAULTY_MODULE, TOY_MODULE, SquareDefect, make_distribution
 from inout_aug.core import registry
+from inout_aug.core.errors import PluginError
 from inout_aug.core.registry import PluginWarning
 
 
@@ -57,6 +58,32 @@ def test_broken_plugin_warns_with_distribution_and_error_and_the_rest_works(site
     with pytest.raises(LookupError, match="is broken"):
         registry.get("broken")
     assert registry.get("memseg").name == "memseg"
+
+
+def test_a_plugins_errors_name_the_plugin(site):
+    make_distribution(site, "fake-faulty", "fake_faulty", FAULTY_MODULE, FAULTY_ENTRIES)
+    with pytest.raises(ValueError, match=r"^augmenter 'ring' \(from 'fake-faulty'\): radius must be positive$"):
+        inout_aug.create("ring", radius=-1)
+    with pytest.raises(PluginError, match=r"augmenter 'broken_init' from 'fake-faulty' failed to build \(KeyError: "
+                                          r"'setting'\): a bug of 'fake-faulty', to report to its authors"):
+        inout_aug.create("broken_init")
+    with pytest.raises(PluginError, match="failed to build"):  # installed, so not reported as missing
+        inout_aug.InOutMix(in_augmenter="broken_init", seed=0)
+    with pytest.raises(ValueError, match=r"^p must be a probability"):  # a built-in's own message stays as it is
+        inout_aug.create("memseg", p=2)
+
+
+def test_a_plugin_that_exits_on_import_or_has_no_name_breaks_nothing_else(site):
+    make_distribution(site, "fake-exit", "fake_exit", "raise SystemExit('bye')\n", {"exits": "fake_exit:Thing"})
+    noname = site / "fake_noname-1.0.dist-info"
+    noname.mkdir()
+    (noname / "METADATA").write_text("Metadata-Version: 2.1\nVersion: 1.0\n")
+    (noname / "entry_points.txt").write_text(f"[{registry.GROUP}]\nnoname = fake_noname_module:Toy\n")
+    assert registry.entries("noname")[0].source == "unknown"
+    with pytest.warns(PluginWarning, match=r"'exits' from distribution 'fake-exit' failed to load \(SystemExit: bye\)"):
+        with pytest.raises(LookupError, match="pip uninstall fake-exit"):
+            registry.get("exits")
+    assert inout_aug.create("memseg", seed=0).name == "memseg"
 
 
 def test_entry_point_that_is_not_an_augmenter(site):

@@ -99,14 +99,13 @@ class InOutMix(Augmenter):
                 "in_params={'defects': DATASET}: the real defects copied), or "
                 "in_ratio=0 for out-of-distribution defects only"
             )
-        try:
-            return create(spec, **params)
-        except KeyError:
+        if spec not in list_augmenters():
             other = "in_ratio=1" if side == "out" else "in_ratio=0"
             raise ValueError(
                 f"InOutMix: the {side}-distribution augmenter {spec!r} is not installed; pass "
                 f"{side}_augmenter=<name> (registered: {', '.join(list_augmenters())}) or {other}"
-            ) from None
+            )
+        return create(spec, **params)
 
     def reseed(self, seed: int, index: int | None = None) -> None:
         """Restart this mixer and both sides from ``seed``; a new block of sides begins.

@@ -220,7 +220,7 @@ class Augmenter(Transform):
             rows = chosen.to(image.device)
             picked = image if every else image.index_select(0, rows)
             work = as_float(picked)
-            merged, made_mask, made, drawn = self._apply(work, self.make_params(work), image.dtype, describe)
+            merged, made_mask, made, drawn = self._apply_params(work, self.make_params(work), image.dtype, describe)
             outcome[chosen] = made
             for j, params in zip(chosen.tolist(), drawn):
                 params_out[j] = params
@@ -234,7 +234,7 @@ class Augmenter(Transform):
             new_mask = new_mask | (mask.to(image.device) & kept.to(image.device)[:, None, None])
         return Augmented(image=out_image, mask=new_mask, outcome=outcome, params=params_out)
 
-    def _apply(self, work: torch.Tensor, params: dict[str, Any], dtype: torch.dtype,
+    def _apply_params(self, work: torch.Tensor, params: dict[str, Any], dtype: torch.dtype,
                describe: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
         """Transform a float batch with its drawn ``params``: the result in ``dtype`` (outside a painted defect's
         mask the input's bytes), the (N, H, W) mask, each sample's outcome and (if asked) its drawn parameters."""
@@ -287,7 +287,7 @@ class Augmenter(Transform):
         out = [Augmented(image=image, mask=torch.zeros((1, *image.shape[2:]), dtype=torch.bool, device=image.device),
                          outcome=torch.zeros(1, dtype=torch.int8), params=[{}]) for image in images]
         if rows:
-            made_image, mask, outcome, params = self._apply(torch.cat([works[j] for j in rows]), merged,
+            made_image, mask, outcome, params = self._apply_params(torch.cat([works[j] for j in rows]), merged,
                                                             images[0].dtype, True)
             for k, j in enumerate(rows):
                 out[j] = Augmented(image=made_image[k:k + 1], mask=mask[k:k + 1], outcome=outcome[k:k + 1],

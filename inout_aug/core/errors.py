@@ -17,3 +17,7 @@ def raised_on_purpose(exc: BaseException, code: Sequence[str] | None = None) -> 
     where = last.tb_frame.f_code.co_filename
     inside = code is None or where.startswith(tuple(code))
     return inside and linecache.getline(where, last.tb_lineno).lstrip().startswith("raise")
+
+
+class PluginError(RuntimeError):
+    """A plugin's own code failed: a bug to report to the plugin's authors, not to inout-aug."""

@@ -20,7 +20,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
 
 from inout_aug.core.augmenter import Augmenter
-from inout_aug.core.errors import raised_on_purpose
+from inout_aug.core.errors import PluginError, raised_on_purpose
 
 GROUP = "inout_aug.augmenters"
 OWN_DISTRIBUTION = "inout-aug"
@@ -50,7 +50,7 @@ class Entry:
                 loaded = self.entry_point.load()  # type: ignore[union-attr]
                 if not (isinstance(loaded, type) and issubclass(loaded, Augmenter)):
                     raise TypeError(f"{self.target} is not a subclass of inout_aug.Augmenter")
-            except Exception as exc:  # a broken plugin must not break anything else
+            except (Exception, SystemExit) as exc:  # a broken plugin must not break anything else, nor exit
                 self.error = f"{type(exc).__name__}: {exc}"
                 warnings.warn(
                     f"inout-aug: augmenter {self.name!r} from distribution {self.source!r} failed to load "
@@ -91,7 +91,8 @@ _runtime: dict[str, Entry] = {}
 def _distribution_name(ep: EntryPoint) -> str:
     """The entry point's distribution, in its normalised form (PEP 503)."""
     dist = getattr(ep, "dist", None)
-    return re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower() if dist is not None else "unknown"
+    name = dist.metadata["Name"] if dist is not None else None  # None too where the metadata has no Name
+    return re.sub(r"[-_.]+", "-", name).lower() if name else "unknown"
 
 
 def _discover() -> dict[str, Entry]:
@@ -204,7 +205,8 @@ def create(name: str, **params: Any) -> Augmenter:
     """Build augmenter ``name`` with ``params``; an unknown or missing parameter raises ``TypeError`` listing the valid
     ones; an error of the constructor that is not its own message (a value it could not convert or unpack) is
     raised again, of the same type, naming the augmenter and the parameters given."""
-    cls = get(name)
+    found = entry(name)
+    cls = found.load()
     signature = _init_parameters(cls)
     accepted = {p.name for p in signature if p.kind not in _VARIADIC}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature)
@@ -219,14 +221,31 @@ def create(name: str, **params: Any) -> Augmenter:
     if missing:
         raise TypeError(f"augmenter {name!r} needs {', '.join(f'{m}=...' for m in missing)} "
                         f"(see `inout-aug info {name}`)")
+    plugin = found.source != OWN_DISTRIBUTION
     try:
         augmenter = cls(**params)
     except (TypeError, ValueError) as exc:
-        if raised_on_purpose(exc):  # the augmenter's own message
-            raise
+        if raised_on_purpose(exc):  # the augmenter's own message; a plugin's is raised here, naming the plugin
+            if not plugin:
+                raise
+            raise _same_kind(exc, f"augmenter {name!r} (from {found.source!r}): {exc}") from exc
         given = ", ".join(f"{key}={value!r}" for key, value in params.items()) or "no parameters"
-        raise type(exc)(f"augmenter {name!r} failed to build from {given}: {exc}; check those values (`inout-aug info "
-                        f"{name}` shows what each parameter takes), and if they are right, report it as a bug of the "
-                        "augmenter") from exc
+        raise _same_kind(exc, f"augmenter {name!r} failed to build from {given}: {exc}; check those values "
+                              f"(`inout-aug info {name}` shows what each parameter takes), and if they are right, "
+                              "report it as a bug of the augmenter") from exc
+    except Exception as exc:
+        if not plugin:
+            raise
+        raise PluginError(f"augmenter {name!r} from {found.source!r} failed to build ({type(exc).__name__}: {exc}): "
+                          f"a bug of {found.source!r}, to report to its authors") from exc
     augmenter.name = name
     return augmenter
+
+
+def _same_kind(exc: TypeError | ValueError, message: str) -> Exception:
+    """An exception of ``exc``'s type with ``message``, or of its built-in base where that type takes other
+    arguments."""
+    try:
+        return type(exc)(message)
+    except Exception:
+        return (TypeError if isinstance(exc, TypeError) else ValueError)(message)

@@ -80,6 +80,8 @@ def check_augmenter(factory: Factory, *, channels: Sequence[int] = (1, 3), size:
     * ``p=0``: everything comes back untouched;
     * ``batch``: a batch of one image repeated gets per-sample defects;
     * ``copies``: a pickled and a deep-copied augmenter continue the original's random stream;
+    * ``module``: a torch module that holds the augmenter (as anomalib's and kornia's models do) can be moved and
+      switched with ``.to(device)``, ``.float()`` and ``.eval()``, and the augmenter then gives the same bytes;
     * ``geometry``: geometric v2 transforms after the augmenter keep the image, mask and boxes of a dict sample
       aligned; a sample with boxes whose image is replaced raises (``on_replace="error"``) or loses its boxes
       (``"drop"``);
@@ -126,7 +128,7 @@ class _Contract:
         checks: dict[str, Callable[[], None]] = {
             "pickle": self.check_pickle, "seeds": self.check_seeds, "pixels": self.check_pixels,
             "forms": self.check_forms, "p=0": self.check_p0, "batch": self.check_batch,
-            "copies": self.check_copies, "geometry": self.check_geometry,
+            "copies": self.check_copies, "module": self.check_module, "geometry": self.check_geometry,
         }
         if methods:
             checks["workers"] = lambda: self.check_workers(methods)
@@ -365,6 +367,13 @@ class _Contract:
                     "a pickled copy does not continue the original's random stream")
         self.expect(self.same(self.augment(deep, image), expected),
                     "a deep copy does not continue the original's random stream")
+
+    def check_module(self) -> None:
+        image = self.images(_BATCH, self.channels[-1], seed=7)
+        augmenter, untouched = self.build(31), self.build(31)
+        torch.nn.Sequential(augmenter).to(self.device).float().eval()  # torch calls _apply, train() on every child
+        self.expect(self.same(self.augment(augmenter, image), self.augment(untouched, image)),
+                    "moving a module that holds the augmenter (.to(), .float(), .eval()) changed its output")
 
     def check_geometry(self) -> None:
         h, w = self.size

@@ -68,8 +68,7 @@ class GenerationJob:
             found, self.data = [Path(s) for s in sources], {"layout": "list"}
         # Not inputs: this run's outputs, nor anything in another generate folder below the input.
         self._every_source = [p for p in map(_absolute, found) if not self._is_output(p)]
-        others = _generate_folders(root, skip=(root, self.out))
-        self.sources = [p for p in self._every_source if not any(d in p.parents for d in others)]
+        self.sources = outside_runs(self._every_source, root, keep=(self.out,))
         if not self.sources:
             raise FileNotFoundError(f"no images in {root} besides the outputs in {self.out}")
         self.augmenter_name = augmenter
@@ -280,6 +279,13 @@ def normal_images(root: Path, layout: str = "auto", split: str = "train",
     if not normals:
         raise LayoutError(f"split {split!r} of the {layout} dataset {root} holds no normal images to augment")
     return normals, {"layout": layout, "split": split, "options": dataset.options()}
+
+
+def outside_runs(paths: list[Path], root: Path, keep: tuple[Path, ...] = ()) -> list[Path]:
+    """``paths`` but those inside the folder of a generate run below ``root`` (other than ``root`` and ``keep``):
+    defects made from a folder's images are not more of its normal images."""
+    runs = _generate_folders(_absolute(root), skip=(_absolute(root), *map(_absolute, keep)))
+    return [p for p in paths if not any(run in _absolute(p).parents for run in runs)]
 
 
 def _generate_folders(root: Path, skip: tuple[Path, ...]) -> list[Path]:
