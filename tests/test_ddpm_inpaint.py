@@ -14,6 +14,7 @@ pytest.importorskip("diffusers")
 from inout_aug.augmenters.diffusion import DiffusionDefect  # noqa: E402
 from inout_aug.core.io import write_png  # noqa: E402
 from inout_aug.core.settings import SettingsError  # noqa: E402
+from inout_aug.data.masks import RealMasks  # noqa: E402
 from inout_aug.models.ddpm import DDPMConfig, DDPMDefectModel  # noqa: E402
 from inout_aug.models.ddpm_inpaint import SURFACE, InpaintDefectModel, _window_batch, train_inpaint  # noqa: E402
 from inout_aug.models.finetune import finetune  # noqa: E402
@@ -227,6 +228,9 @@ def test_defect_types_given_per_image_and_drawn_where_none_is_given(model, monke
 
 def test_diffusion_defect_paints_each_real_mask_with_its_own_defect_type(model_path, dataset, monkeypatch):
     augment = DiffusionDefect(model=str(model_path), masks=str(dataset), steps=1, seed=3)
+    train, every = (RealMasks(dataset, split=split).shapes for split in ("train", "all"))
+    assert len(augment.masks.shapes) == len(train) < len(every)  # the training split's masks only, by default
+    assert len(DiffusionDefect(model=str(model_path), masks=str(dataset), masks_split="all").masks.shapes) == len(every)
     calls = _count_unet_calls(augment.model, monkeypatch)
     out = augment.augment((_surface(7).float() / 255)[None].repeat(8, 1, 1, 1))
     types = [p["defect_type"] for p in out.params]

@@ -114,16 +114,29 @@ def test_real_masks_from_a_dataset_carry_their_defect_types_and_one_type_can_be_
         mask[:, 5:5 + h, 5:5 + w] = 255
         write_png(mask, tmp_path / "masks" / kind / f"{kind}.png")
     write_png(gradient_image(1, 30, 30), tmp_path / "normal" / "n.png")
-    assert len(RealMasks(tmp_path).shapes) == 2
-    dents = RealMasks(tmp_path, scale=(1.0, 1.0), defect_type="dent")
+    assert len(RealMasks(tmp_path, split="all").shapes) == 2
+    dents = RealMasks(tmp_path, scale=(1.0, 1.0), defect_type="dent", split="all")
     assert set(dents.draw(10, (30, 30), torch.Generator()).flatten(1).sum(1).tolist()) == {64}
-    both = RealMasks(tmp_path, scale=(1.0, 1.0))
+    both = RealMasks(tmp_path, scale=(1.0, 1.0), split="all")
     masks, types = both.draw_typed(20, (30, 30), torch.Generator().manual_seed(1))
     assert torch.equal(masks, both.draw(20, (30, 30), torch.Generator().manual_seed(1)))
     assert set(types) == {"dent", "scratch"}
     assert masks.flatten(1).sum(1).tolist() == [{"dent": 64, "scratch": 40}[t] for t in types]
     with pytest.raises(ValueError, match="no defects of type 'hole'.*types: dent, scratch"):
-        RealMasks(tmp_path, defect_type="hole")
+        RealMasks(tmp_path, defect_type="hole", split="all")
+
+
+def test_real_masks_from_a_dataset_are_the_training_splits_by_default(tmp_path):
+    for i in range(10):
+        mask = torch.zeros(1, 30, 30, dtype=torch.uint8)
+        mask[:, 2:3 + i, 2:4] = 255  # a defect i + 1 pixels tall: each one's shape tells which it is
+        write_png(gradient_image(1, 30, 30), tmp_path / "defect" / f"d{i}.png")
+        write_png(mask, tmp_path / "masks" / f"d{i}.png")
+        write_png(gradient_image(1, 30, 30), tmp_path / "normal" / f"n{i}.png")
+    heights = {split: sorted(shape.shape[0] for shape in RealMasks(tmp_path, split=split).shapes)
+               for split in ("train", "test", "all")}
+    assert heights["all"] == list(range(1, 11)) and heights["train"] and heights["test"]
+    assert sorted(heights["train"] + heights["test"]) == heights["all"]  # no test defect's shape is drawn
 
 
 def test_the_cards_compose_line_with_a_bank(bank):
@@ -166,7 +179,8 @@ def test_settings_that_mean_nothing_for_the_source_are_refused(bank, tmp_path):
         DiffusionDefect(bank=str(bank), prompt="a scratch", lora="x.safetensors")
     with pytest.raises(ValueError, match=r"fit mean\(s\) nothing with model="):
         DiffusionDefect(model=str(tmp_path), fit="crop")
-    with pytest.raises(ValueError, match="mask_type picks a defect type of masks=DATASET"):
-        DiffusionDefect(model=str(tmp_path), mask_type="Blowhole")
+    for setting in ({"mask_type": "Blowhole"}, {"masks_split": "all"}):
+        with pytest.raises(ValueError, match="mask_type and masks_split pick the masks of masks=DATASET"):
+            DiffusionDefect(model=str(tmp_path), **setting)
     with pytest.raises(ValueError, match="a ddpm model takes no prompt"):
         DiffusionDefect(model=str(tmp_path), prompt="sks defect")

@@ -19,8 +19,8 @@ from inout_aug.data.masks import RealMasks
 BACKENDS = ("ddpm", "sd")
 MODES = ("inpaint", "txt2img")
 #: Settings of live generation (model=) and of bank entries (bank=): each means nothing with the other.
-_LIVE_ONLY = ("backend", "mode", "masks", "mask_type", "prompt", "negative_prompt", "lora", "lora_scale", "steps",
-              "guidance", "scheduler", "device")
+_LIVE_ONLY = ("backend", "mode", "masks", "mask_type", "masks_split", "prompt", "negative_prompt", "lora",
+              "lora_scale", "steps", "guidance", "scheduler", "device")
 _BANK_ONLY = ("fit",)
 
 
@@ -38,7 +38,8 @@ class DiffusionDefect(Augmenter):
       outside the mask unchanged); ``backend="sd"`` runs a Stable Diffusion checkpoint (optionally with
       ``lora``, merged at ``lora_scale``) in ``mode="inpaint"`` (an inpainting checkpoint, as DIAG) or
       ``mode="txt2img"`` (the paper: a whole new image, weak label). Inpainting masks are real defect masks
-      from ``masks`` (a dataset, its defects of ``mask_type`` only when given, or a folder of mask images),
+      from ``masks`` (a dataset: its ``masks_split``, by default the training split, and only its defects of
+      ``mask_type`` when given; or a folder of mask images),
       turned, scaled and placed at random, or MemSeg's Perlin regions when ``masks`` is None. A ddpm model of
       kind "inpaint" (v2, one class per defect type) paints defects of ``mask_type``; without it, each defect
       of the type of the real defect whose mask it fills (masks from a dataset, a type the model knows), else
@@ -68,6 +69,7 @@ class DiffusionDefect(Augmenter):
         mode: str | None = None,
         masks: str | None = None,
         mask_type: str | None = None,
+        masks_split: str | None = None,
         prompt: str | None = None,
         negative_prompt: str | None = None,
         lora: str | None = None,
@@ -87,7 +89,8 @@ class DiffusionDefect(Augmenter):
                 "diffusion`) and model=PATH (a ddpm model from `inout-aug finetune --backend ddpm`, or a Stable "
                 "Diffusion checkpoint with backend='sd')"
             )
-        settings = {"backend": backend, "mode": mode, "masks": masks, "mask_type": mask_type, "prompt": prompt,
+        settings = {"backend": backend, "mode": mode, "masks": masks, "mask_type": mask_type,
+                    "masks_split": masks_split, "prompt": prompt,
                     "negative_prompt": negative_prompt, "lora": lora, "lora_scale": lora_scale, "steps": steps,
                     "guidance": guidance, "scheduler": scheduler, "device": device, "fit": fit}
         meaningless = sorted(key for key in (_LIVE_ONLY if bank is not None else _BANK_ONLY)
@@ -96,8 +99,9 @@ class DiffusionDefect(Augmenter):
             which = "bank=" if bank is not None else "model="
             raise ValueError(f"DiffusionDefect: {', '.join(meaningless)} mean(s) nothing with {which}; "
                              f"{'they set live generation (model=)' if bank is not None else 'fit sets bank entries'}")
-        if mask_type is not None and masks is None:
-            raise ValueError("DiffusionDefect: mask_type picks a defect type of masks=DATASET; give masks too")
+        if (mask_type is not None or masks_split is not None) and masks is None:
+            raise ValueError("DiffusionDefect: mask_type and masks_split pick the masks of masks=DATASET; give masks "
+                             "too")
         fit, backend, mode = fit or "resize", backend or "ddpm", mode or "inpaint"
         if fit not in ("resize", "crop"):
             raise ValueError(f"fit must be 'resize' or 'crop', got {fit!r}")
@@ -120,7 +124,7 @@ class DiffusionDefect(Augmenter):
         self.prompt, self.negative_prompt = prompt or "sks defect", negative_prompt
         self.steps, self.guidance, self.scheduler, self.device = steps, guidance, scheduler or "ddim", device
         self.bank = None if bank is None else Bank(bank)
-        self.masks = None if masks is None else RealMasks(masks, defect_type=mask_type)
+        self.masks = None if masks is None else RealMasks(masks, defect_type=mask_type, split=masks_split or "train")
         self.model, self.hashes = None, {}
         if model is not None:
             self.model, self.hashes = _load_backend(backend, mode, Path(model), lora,

@@ -12,19 +12,21 @@ from inout_aug.data.layouts import LayoutError, detect_layout, open_dataset, rea
 
 
 class RealMasks:
-    """Real defect masks (from a dataset's defective images, only those of ``defect_type`` when given, or a
-    folder of mask images), each drawn at random, flipped and turned by a multiple of 90 degrees, scaled by
-    ``scale`` (a range) and placed at a random spot.
+    """Real defect masks (from the defective images of a dataset's ``split``, only those of ``defect_type`` when
+    given, or a folder of mask images), each drawn at random, flipped and turned by a multiple of 90 degrees,
+    scaled by ``scale`` (a range) and placed at a random spot. The training split by default: defect shapes of
+    the test split would leak into the training data.
 
     Masks are decoded once and kept cropped to their defect's bounding box; ``types`` holds each one's defect
     type (None for a folder of mask images).
     """
 
-    def __init__(self, source: str | Path, scale: tuple[float, float] = (0.75, 1.25), defect_type: str | None = None):
+    def __init__(self, source: str | Path, scale: tuple[float, float] = (0.75, 1.25), defect_type: str | None = None,
+                 split: str = "train"):
         path = Path(source)
         self.source = path
         self.scale = (float(scale[0]), float(scale[1]))
-        cropped = [(_crop(mask), kind) for mask, kind in _load_masks(path, defect_type)]
+        cropped = [(_crop(mask), kind) for mask, kind in _load_masks(path, defect_type, split)]
         kept = [(shape, kind) for shape, kind in cropped if shape.numel()]
         if not kept:
             raise ValueError(f"no defect pixels in the masks of {path}: give a dataset with masked defects "
@@ -61,9 +63,9 @@ class RealMasks:
         return out, [self.types[k] for k in pick]
 
 
-def _load_masks(path: Path, defect_type: str | None) -> list[tuple[torch.Tensor, str | None]]:
-    """Defect masks with their defect types, from a dataset layout (its defective images' masks) or from a folder
-    of mask images (type None)."""
+def _load_masks(path: Path, defect_type: str | None, split: str) -> list[tuple[torch.Tensor, str | None]]:
+    """Defect masks with their defect types, from a dataset layout (the masks of the defective images of its
+    ``split``) or from a folder of mask images (type None)."""
     if not path.exists():
         raise FileNotFoundError(f"mask source {path} not found: give a dataset folder or a folder of mask images")
     try:
@@ -72,11 +74,12 @@ def _load_masks(path: Path, defect_type: str | None) -> list[tuple[torch.Tensor,
         if defect_type is not None:
             raise ValueError(f"a defect type ({defect_type!r}) needs a dataset; {path} is a plain folder") from None
         return [(read_image(p).amax(0) >= 128, None) for p in list_images(path)]
-    dataset = open_dataset(path, layout, "all")
+    dataset = open_dataset(path, layout, split)
     records = [r for r in dataset.defects(defect_type) if r.mask is not None]
     if not records:
-        raise ValueError(f"no masked defects{'' if defect_type is None else f' of type {defect_type!r}'} in {path}: "
-                         "give a dataset with mask files, or a folder of mask images")
+        raise ValueError(f"no masked defects{'' if defect_type is None else f' of type {defect_type!r}'} in the "
+                         f"{split} split of {path}: give a dataset with mask files, a folder of mask images, or "
+                         "another split (masks_split='all' takes every split's)")
     return [(read_mask(r.mask, dataset.mask_threshold), r.defect_type) for r in records]
 
 
