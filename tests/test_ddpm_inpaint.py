@@ -268,6 +268,26 @@ def test_generate_from_the_command_line_with_an_inpaint_model(model_path, datase
     assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 3
 
 
+def test_a_run_refuses_to_resume_with_other_model_files_or_settings(model_path, dataset, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(model_path, model)
+    args = ["generate", "-a", "diffusion", "-p", f"model={model}", "-p", "steps=1", "-i", str(dataset),
+            "-o", str(tmp_path / "out")]
+    assert CliRunner().invoke(cli, [*args, "-n", "2"]).exit_code == 0
+    other = CliRunner().invoke(cli, [*args[:5], "-p", "steps=2", *args[7:], "-n", "3"])
+    assert other.exit_code == 1
+    assert 'holds a run with other settings (params: {"model": ' in other.output
+    assert '"steps": 1, "p": 1.0} there' in other.output and '"steps": 2, "p": 1.0} now' in other.output
+    (model / "notes.txt").write_text("trained again")  # the model's files change at the same path
+    changed = CliRunner().invoke(cli, [*args, "-n", "3"])
+    assert changed.exit_code == 1 and "Error: the files of diffusion changed since the run in" in changed.output
+    assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 2  # nothing added
+    (model / "notes.txt").unlink()
+    assert CliRunner().invoke(cli, [*args, "-n", "3"]).exit_code == 0  # the same files again: it resumes
+
+
 def test_finetune_leaves_out_shots_whose_mask_marks_no_pixel(tmp_path):
     from inout_aug.data.layouts import open_dataset
     from inout_aug.models.finetune import finetune_ddpm

@@ -195,6 +195,9 @@ class DiffusionDefect(Augmenter):
         # Outside the mask: the input, bit for bit (the backends promise it; make sure of it here).
         return torch.lerp(image, made.to(image.dtype), mask[:, None].to(image.dtype)), mask
 
+    def file_hashes(self) -> dict[str, str]:
+        return dict(self.hashes)  # the model's (and LoRA's) weights; a bank's entries are read as they are
+
     def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
         if self.replaces:
             return params["drawn"][index]

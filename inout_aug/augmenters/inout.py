@@ -161,6 +161,10 @@ class InOutMix(Augmenter):
         params["made"] = made_params
         return Made(made_image, made_mask, outcome)
 
+    def file_hashes(self) -> dict[str, str]:
+        return {f"{side}.{key}": value for side, augmenter in self.sides.items()
+                for key, value in augmenter.file_hashes().items()}
+
     def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
         return params["made"][index]
 

@@ -154,6 +154,11 @@ class Augmenter(Transform):
         """Apply ``params`` to a float (N, C, H, W) batch; return (image, (N, H, W) bool mask) or :class:`Made`."""
         raise NotImplementedError
 
+    def file_hashes(self) -> dict[str, str]:
+        """Hashes of the files that decide this augmenter's output besides its parameters (a model's weights):
+        ``inout-aug generate`` records them, and refuses to resume a run with other files. None by default."""
+        return {}
+
     def describe(self, params: dict[str, Any], index: int, n: int) -> dict[str, Any]:
         """JSON-ready parameters of sample ``index`` of ``n``: small per-sample tensors and plain values."""
         out: dict[str, Any] = {}

@@ -130,10 +130,12 @@ class GenerationJob:
     def _settings(self, root: Path, sources: list[Path]) -> dict[str, Any]:
         """What ``run.json`` records: the settings and a fingerprint of the input file list ``sources``."""
         listing = "\n".join(str(p.relative_to(root)) for p in sources)
+        files = self.augmenter.file_hashes()
         return json.loads(json.dumps({
             "augmenter": self.augmenter_name, "params": self.params, "seed": self.seed, "input": str(root),
             "data": self.data,
             "sources": {"count": len(sources), "sha256": hashlib.sha256(listing.encode()).hexdigest()},
+            **({"files": files} if files else {}),
         }))
 
     def _claim_output_folder(self, root: Path) -> None:
@@ -165,10 +167,22 @@ class GenerationJob:
                     f"the images in {root} changed since the run in {self.out} started "
                     "(files added or removed); restore them or use another --out folder"
                 )
-            if previous != settings:
+            if "files" not in previous:  # a run begun before file hashes were recorded: checked as it was then
+                settings.pop("files", None)
+            if previous.get("files", {}) != settings.get("files", {}) and previous.get("params") == settings["params"]:
                 raise GenerationError(
-                    f"{self.out} holds a run with other settings ({json.dumps(previous)}); "
-                    "use another --out folder to start a new run"
+                    f"the files of {self.augmenter_name} changed since the run in {self.out} started "
+                    f"({json.dumps(previous['files'])} then, {json.dumps(settings.get('files', {}))} now; e.g. a "
+                    "model trained again at the same path): its outputs would mix both; restore them or use another "
+                    "--out folder"
+                )
+            if previous != settings:
+                differ = [key for key in sorted(set(previous) | set(settings))
+                          if previous.get(key) != settings.get(key)]
+                shown = "; ".join(f"{key}: {json.dumps(previous.get(key))} there, {json.dumps(settings.get(key))} now"
+                                  for key in differ)
+                raise GenerationError(
+                    f"{self.out} holds a run with other settings ({shown}); use another --out folder to start a new run"
                 )
         write_text(json.dumps(settings, indent=2) + "\n", run_file)
 
