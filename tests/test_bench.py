@@ -62,6 +62,20 @@ def test_presets_and_config_errors(tmp_path):
         BenchConfig.preset("cpu", all_folds=True, data_options={"fold": 1})
     with pytest.raises(ValueError, match="all_folds must be True or False"):
         BenchConfig.preset("cpu", all_folds="false")
+    given = BenchConfig.preset("smoke", methods="memseg,none", settings="few", full_methods="memseg", seeds="1,2")
+    assert (given.methods, given.settings, given.full_methods, given.seeds) == (("memseg", "none"), ("few",),
+                                                                                  ("memseg",), (1, 2))
+    assert BenchConfig.preset("smoke", seeds=3, in_ratios=0.25).seeds == (3,)  # a single value is a list of one
+    for setting, message in [({"seeds": (0, 0, 1)}, "seeds holds 0 more than once"),
+                             ({"settings": ("few", "few")}, "settings holds few more than once"),
+                             ({"epochs": "abc"}, "epochs must be an integer, got 'abc'"),
+                             ({"epochs": 2.7}, "epochs must be an integer, got 2.7"),
+                             ({"learning_rate": float("nan")}, "learning_rate must be a finite number, got nan"),
+                             ({"image_size": 64}, r"image_size must be \(height, width\) in pixels"),
+                             ({"image_size": (64,)}, r"image_size must be \(height, width\)"),
+                             ({"seeds": "a"}, "seeds must be a list of numbers")]:
+        with pytest.raises(ValueError, match=message):
+            BenchConfig.preset("smoke", **setting)
     with pytest.raises(FileNotFoundError, match="benchmark config .*nope.json not found"):
         load_config(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{preset: cpu}")
@@ -105,6 +119,11 @@ def test_plan_runs_every_combination_and_says_why_some_cannot_run():
     assert sweep[1].in_ratio == 0.0 and sweep[1].augmenter_name == "inout" and sweep[0].name(5) == "memseg-zero-seed0"
     with pytest.raises(ValueError, match="no registered augmenter matches 'nope\\*'; registered: .*memseg"):
         plan(BenchConfig.preset("cpu", methods=("nope*",)))
+    named = plan(BenchConfig.preset("cpu", methods=("inout@0.25",), settings=("few",), seeds=(0,)))[0]
+    assert [(r.method, r.in_ratio, r.augmenter_name) for r in named] == [("inout@0.25", 0.25, "inout")]
+    for method in ("inout+memseg@1.5", "inout@abc", "memseg@0.5"):  # refused when planned, not when its run starts
+        with pytest.raises(ValueError, match="@r sets InOutMix's in_ratio, a number in \\[0, 1\\]"):
+            plan(BenchConfig.preset("cpu", methods=(method,)))
 
 
 def test_inout_takes_another_in_side_and_transplant_needs_real_defects_at_their_scale():
@@ -378,6 +397,13 @@ def ksdd_data(tmp_path_factory) -> Path:
             PIL.Image.fromarray(np.where(mask > 0, 30, image).astype(np.uint8)).save(root / item / "Part0.jpg")
             PIL.Image.fromarray(mask).save(root / item / "Part0_label.bmp")
     return root
+
+
+def test_a_holdout_keeps_each_kolektorsdd_item_whole(ksdd_data):
+    data = open_bench_data(ksdd_data, (48, 48), val_fraction=0.2, holdout=0.5)
+    train, test = ({r.group for r in view.records} for view in (data.train, data.test))
+    assert test and train and not train & test  # no item has images on both sides
+    assert data.test.defects() and data.train.defects()
 
 
 def test_bench_all_folds_tests_every_image_once_and_pools(ksdd_data, folder_data, tmp_path):

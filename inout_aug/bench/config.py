@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,12 +90,21 @@ class BenchConfig:
     detector: str = CLASSIFIER
 
     def __post_init__(self) -> None:
-        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
-        self.methods = tuple(self.methods)
-        self.settings = tuple(self.settings)
-        self.full_methods = tuple(self.full_methods)
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.in_ratios = tuple(check_probability("in_ratios", r) for r in self.in_ratios)
+        for name, kind in _NUMBERS.items():
+            value = getattr(self, name)
+            numeric = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+            if isinstance(value, bool) or not numeric or not math.isfinite(value):
+                raise ValueError(f"{name} must be {'an integer' if kind is int else 'a finite number'}, got {value!r}")
+        size = self.image_size
+        if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2 \
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
+            raise ValueError(f"image_size must be (height, width) in pixels, e.g. (192, 192), got {size!r}")
+        self.image_size = (int(size[0]), int(size[1]))
+        self.methods, self.settings, self.full_methods = (
+            _names(name, getattr(self, name)) for name in ("methods", "settings", "full_methods"))
+        self.seeds = tuple(int(s) for s in _names("seeds", self.seeds, integers=True))
+        self.in_ratios = tuple(check_probability("in_ratios", r) for r in _names("in_ratios", self.in_ratios,
+                                                                                  numbers=True))
         checks = [
             (min(self.image_size) >= 32, f"image_size must be at least 32x32, got {self.image_size}"),
             (0 <= self.holdout < 1, f"holdout must lie in [0, 1), got {self.holdout}"),
@@ -139,6 +149,38 @@ class BenchConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (tuples as lists)."""
         return json.loads(json.dumps(asdict(self)))
+
+
+#: The numeric settings and their kind, checked before anything compares them.
+_NUMBERS = {"holdout": float, "epochs": int, "batch_size": int, "learning_rate": float, "frozen_blocks": int,
+            "val_fraction": float, "false_alarm_rate": float, "positive_fraction": float, "shots": int,
+            "bank_size": int, "diffusion_steps": int}
+
+
+def _names(name: str, value: Any, integers: bool = False, numbers: bool = False) -> tuple:
+    """A list setting as a tuple: a string is split at commas ("memseg,none"), a single number is a list of one;
+    items must be integers (``integers``) or numbers (``numbers``), and none may repeat."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+        if integers or numbers:
+            try:
+                value = [int(part) if integers else float(part) for part in value]
+            except ValueError:
+                raise ValueError(f"{name} must be a list of numbers, got {value!r}") from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a list, e.g. {name}=a,b, got {value!r}") from None
+    kind = int if integers else (int, float) if numbers else str
+    if not all(isinstance(item, kind) and not isinstance(item, bool) for item in items):
+        raise ValueError(f"{name} must be a list of {'integers' if integers else 'numbers' if numbers else 'names'}"
+                         f", got {value!r}")
+    repeated = sorted({str(item) for item in items if items.count(item) > 1})
+    if repeated:
+        raise ValueError(f"{name} holds {', '.join(repeated)} more than once: each may count only once")
+    return items
 
 
 def load_config(path: str | Path, **overrides: Any) -> BenchConfig:

@@ -92,11 +92,20 @@ def methods_of(config: BenchConfig) -> list[str]:
     """The configured methods, wildcards expanded over the registry, then one ``inout@r`` per in_ratio."""
     names: list[str] = []
     for pattern in config.methods:
-        base, _, in_side = pattern.split("@")[0].partition("+")
+        mixer, at, ratio = pattern.partition("@")
+        base, _, in_side = mixer.partition("+")
         if in_side and (base != "inout" or in_side not in list_augmenters()):
             raise ValueError(f"{pattern!r}: only inout+X takes an in side X, a registered augmenter; registered: "
                              f"{', '.join(list_augmenters())}")
-        found = [pattern] if pattern in PLAIN or in_side else list_augmenters(pattern)
+        if at:
+            try:
+                valid = base == "inout" and 0 <= float(ratio) <= 1
+            except ValueError:
+                valid = False
+            if not valid:
+                raise ValueError(f"{pattern!r}: @r sets InOutMix's in_ratio, a number in [0, 1]: inout@0.25 or "
+                                 "inout+X@0.25")
+        found = [pattern] if pattern in PLAIN or in_side or at else list_augmenters(pattern)
         if not found:
             raise ValueError(f"no registered augmenter matches {pattern!r}; registered: "
                              f"{', '.join(list_augmenters())} (see `inout-aug list`)")

@@ -236,18 +236,25 @@ def _mask_beside(image: Path, suffix: str, layout: str) -> Path:
 
 
 def stratified_split(records: list[Record], test_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
-    """Split records into (train, test), a seeded ``test_fraction`` of each defect type going to test.
+    """Split records into (train, test), a seeded ``test_fraction`` of each defect type going to test, whole
+    groups at a time (a KolektorSDD item's images stay together; a group of one image each elsewhere).
 
-    Both parts keep the records' order; the same records, fraction and seed always give the same split.
+    Groups are stratified by the defect types they hold. Both parts keep the records' order; the same records,
+    fraction and seed always give the same split.
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie between 0 and 1, got {test_fraction}")
+    groups: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(record.group, []).append(i)
+    kinds = {group: tuple(sorted({records[i].defect_type for i in members})) for group, members in groups.items()}
     rng = random.Random(seed)
     test: set[int] = set()
-    for defect_type in sorted({record.defect_type for record in records}):
-        members = [i for i, record in enumerate(records) if record.defect_type == defect_type]
+    for kind in sorted(set(kinds.values())):
+        members = [group for group in groups if kinds[group] == kind]
         rng.shuffle(members)
-        test.update(members[:round(len(members) * test_fraction)])
+        for group in members[:round(len(members) * test_fraction)]:
+            test.update(groups[group])
     return ([r for i, r in enumerate(records) if i not in test], [r for i, r in enumerate(records) if i in test])
 
 
