@@ -126,6 +126,20 @@ def test_plan_runs_every_combination_and_says_why_some_cannot_run():
             plan(BenchConfig.preset("cpu", methods=(method,)))
 
 
+def test_augmenter_runs_without_a_slot_for_a_made_defect_are_left_out_with_the_reason(folder_data, tmp_path):
+    config = BenchConfig.preset("smoke", methods=("none", "memseg"), full_methods=("*",), seeds=(0, 1),
+                                positive_fraction=0.4)  # the 6 training defects, flipped, fill more than 40 %
+    bench = Benchmark(config, folder_data, tmp_path)
+    assert {(r.method, r.setting) for r in bench.runs} == {("none", "full"), ("none", "few"), ("memseg", "few"),
+                                                           ("memseg", "zero")}
+    reason = bench.skipped[("memseg", "full")]
+    assert reason.startswith("no made defect: its real defects, flipped, already fill ") and "would train exactly as " \
+        "none" in reason
+    wider = Benchmark(BenchConfig.preset("smoke", methods=("none", "memseg"), full_methods=("*",),
+                                         positive_fraction=0.7), folder_data, tmp_path)
+    assert ("memseg", "full") in {(r.method, r.setting) for r in wider.runs}  # at 70 % there are slots left
+
+
 def test_inout_takes_another_in_side_and_transplant_needs_real_defects_at_their_scale():
     runs, skipped = plan(BenchConfig.preset("cpu", methods=("transplant", "inout+transplant"), seeds=(0,)))
     assert [(r.method, r.setting) for r in runs] == [("transplant", "few"), ("inout+transplant", "few")]

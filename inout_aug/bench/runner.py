@@ -34,6 +34,8 @@ PLAIN = (BASELINE, UNBALANCED)
 NO_POSITIVES = "no positives: without real defects or an augmenter there is no defect to learn"
 NOT_FULL = "full-shot runs only full_methods ({}), the reference the few-shot methods are measured against"
 NO_REAL_DEFECTS = "transplant copies real defects, and zero-shot has none"
+NO_SLOT = ("no made defect: its real defects, flipped, already fill {share:.0%} of the training set (positive_fraction "
+           "{wanted:g}), so it would train exactly as none")
 NOT_PADDED = "transplant pastes defects at their size relative to the image, which needs resize='pad'"
 NO_SD_WEIGHTS = (
     "needs Stable Diffusion weights: the ddpm backend learns defects from real ones, and zero-shot has none "
@@ -154,6 +156,22 @@ class Benchmark:
         self.data: BenchData = open_bench_data(data, config.image_size, config.val_fraction, config.layout,
                                                config.data_options, resize=config.resize, holdout=config.holdout)
         self.runs, self.skipped = plan(config)
+        self._leave_out_runs_without_a_slot()
+
+    def _leave_out_runs_without_a_slot(self) -> None:
+        """Move augmenter runs whose training set has no slot for a made defect (the real defects fill the positive
+        share already, as at full shot on a data set with many defects) to the skipped pairs: they would be clones of
+        ``none``."""
+        share = self.config.positive_fraction
+        for setting in sorted({run.setting for run in self.runs}):
+            counts = TrainingSet(self.data.train, setting, shots=self.config.shots, positive_fraction=share,
+                                 flip_real=self.config.flip_real).counts()
+            if not counts["real"] or round(share * counts["normal"] / (1 - share)) > counts["real"]:
+                continue
+            reason = NO_SLOT.format(share=counts["real"] / (counts["real"] + counts["normal"]), wanted=share)
+            for run in [r for r in self.runs if r.setting == setting and r.method not in PLAIN]:
+                self.runs.remove(run)
+                self.skipped[(run.method, setting)] = reason
 
     def run_name(self, run: Run, detector: str | None = None) -> str:
         """How files name ``run`` of ``detector`` (default: the config's): :meth:`Run.name`, after "segdec-" for
