@@ -32,7 +32,7 @@ from inout_aug.bench.runner import (
     git_state,
     plan,
 )
-from inout_aug.core.io import lock
+from inout_aug.core.io import lock, write_png
 from inout_aug.core.settings import SettingsError
 from inout_aug.data.layouts import KolektorSDD, open_dataset
 from inout_aug_cli.main import cli
@@ -384,6 +384,25 @@ def test_bench_cli_writes_results_report_and_resumes(folder_data, tmp_path):
     other = _bench(folder_data, tmp_path / "other", "--methods", "memseg", "--settings", "few")
     twin = json.loads((tmp_path / "other" / "runs" / "memseg-few2-seed0.json").read_text())
     assert other.exit_code == 0 and twin["scores"] == record["scores"]  # the same seed gives the same run
+
+
+def test_a_run_is_redone_when_a_data_file_changes_in_place(folder_data, tmp_path):
+    data, out = shutil.copytree(folder_data, tmp_path / "data"), tmp_path / "bench"
+    assert _bench(data, out, "--methods", "none", "--settings", "few").exit_code == 0
+    stored = out / "runs" / "none-few2-seed0.json"
+    record = json.loads(stored.read_text())
+    assert record["threads"] == torch.get_num_threads() and len(record["data_content"]) == 64
+    mask = next((data / "masks").rglob("*.png"))
+    corrected = torch.zeros((1, 48, 48), dtype=torch.uint8)
+    corrected[:, 10:20, 10:20] = 255
+    write_png(corrected, mask)  # a mask corrected in place, under its name: the same file list and labels
+    again = _bench(data, out, "--methods", "none", "--settings", "few")
+    assert again.exit_code == 0 and "done before" not in again.output
+    redone = json.loads(stored.read_text())
+    assert redone["data_content"] != record["data_content"]
+    stored.write_text(json.dumps({k: v for k, v in redone.items() if k != "data_content"}))
+    assert "done before" in _bench(data, out, "--methods", "none", "--settings", "few").output  # a run stored
+    # before the files' bytes were recorded is taken on its file list, as it was then
 
 
 @pytest.fixture(scope="module")

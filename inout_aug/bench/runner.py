@@ -200,7 +200,11 @@ class Benchmark:
             result = json.loads(self.result_path(run, detector).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return result if isinstance(result, dict) and result.get("digest") == self.digest(run, detector) else None
+        if not (isinstance(result, dict) and result.get("digest") == self.digest(run, detector)):
+            return None
+        # The files' bytes too (a run stored before they were recorded is taken on its file list, as then).
+        same_files = result.get("data_content", self.data.content_digest) == self.data.content_digest
+        return result if same_files else None
 
     def run_all(self, claim: bool = False) -> list[dict[str, Any]]:
         """Every planned run's result, running those not finished yet, each while holding the run's lock
@@ -267,14 +271,14 @@ class Benchmark:
         oracle = metrics.scores_at(labels, scores, metrics.best_f1_threshold(labels, scores))
         result = {
             "run": {"method": run.method, "setting": run.setting, "shots": dataset.shots, "seed": run.seed},
-            "digest": self.digest(run),
+            "digest": self.digest(run), "data_content": self.data.content_digest,
             "metrics": {"ap": metrics.average_precision(labels, scores), "auroc": metrics.auroc(labels, scores),
                         **{k: found[k] for k in ("precision", "recall", "f1")}},
             "threshold": {"value": threshold, "rule": f"exceeded by {self.config.false_alarm_rate:.0%} of the "
                           f"{len(val_scores)} validation normals", "test_counts": found},
             "oracle_best_f1_on_test": {"f1": oracle["f1"], "note": "the paper's best-F1 threshold, chosen on the "
                                        "test set: shown for comparison only, never used"},
-            "history": history, "seconds": time.perf_counter() - start,
+            "history": history, "seconds": time.perf_counter() - start, "threads": torch.get_num_threads(),
             "augmenter": None if augmenter is None else repr(augmenter),
             "config": self.config.to_dict(), "data": self.data.record(), "training_set": dataset.record(),
             "versions": versions(), **git_state(self.out),
