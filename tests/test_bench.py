@@ -466,7 +466,7 @@ def test_bench_all_folds_tests_every_image_once_and_pools(ksdd_data, folder_data
     assert both.exit_code != 0 and "do not also set data_options fold" in both.output
 
 
-def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path):
+def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path, monkeypatch):
     result = _bench(folder_data, tmp_path, "--methods", "diffusion,inout", "--settings", "zero,few")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "runs").glob("*.json")) == ["diffusion-few2-seed0.json",
@@ -480,6 +480,10 @@ def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path):
     other = _bench(folder_data, tmp_path, "--methods", "diffusion", "--settings", "few",
                    "--set", "ddpm_overrides={'steps': 3}")
     assert other.exit_code != 0 and "holds a ddpm model made with other settings" in other.output
+    (tmp_path / "runs" / "diffusion-few2-seed0.json").unlink()  # killed after its bank was made
+    monkeypatch.chdir(tmp_path.parent)
+    again = _bench(folder_data, tmp_path.name, "--methods", "diffusion", "--settings", "few")
+    assert again.exit_code == 0, again.output  # the bank resumes from --out spelled another way
 
 
 def test_bench_jobs_share_the_runs_between_processes_with_the_results_of_one(folder_data, tmp_path, capfd):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import platform
 import subprocess
 import sys
@@ -361,6 +362,7 @@ class Benchmark:
             mask = read_mask(record.mask, train.mask_threshold)
             if mask.any():  # an empty mask has no shape to paint
                 write_png(mask[None].to(torch.uint8) * 255, folder / "masks" / f"{i:02d}-{record.image.stem}.png")
+        folder = Path(os.path.abspath(folder))  # run.json records these paths: the same wherever --out is given from
         params = {"model": str(folder / "ddpm"), "backend": "ddpm", "masks": str(folder / "masks"),
                   "steps": self.config.diffusion_steps}
         with GenerationJob("diffusion", train.root, folder / "bank", n=self.config.bank_size,
