@@ -206,6 +206,17 @@ def test_generate_refuses_a_folder_of_another_run(normals, tmp_path):
     assert result.exit_code != 0 and "holds a run with other settings" in result.output
 
 
+def test_a_run_that_failed_before_its_first_output_may_begin_again_with_other_settings(faulty_site, normals,
+                                                                                       tmp_path):
+    out = tmp_path / "out"
+    failed = run("generate", "-a", "ring", "-i", str(normals), "-o", str(out), "-n", "2")
+    assert failed.exit_code == 1 and (out / "run.json").is_file()  # it failed after claiming the folder
+    result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["augmenter"] == "memseg"
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 2
+
+
 @pytest.mark.parametrize(
     ("args", "text"),
     [

@@ -157,6 +157,8 @@ class GenerationJob:
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
                 raise GenerationError(f"{run_file} is corrupt ({exc}); delete it or use another --out") from exc
+            if not read_manifest(self.out):  # a run that failed before its first output: begun again, as asked now
+                previous = settings
             if previous.get("sources") != settings["sources"] and self.sources != self._every_source:
                 # A run begun when other generate folders below the input were still read keeps its inputs.
                 every = self._settings(root, self._every_source)
