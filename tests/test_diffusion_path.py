@@ -36,8 +36,10 @@ def setup(tmp_path_factory):
 
 def test_finetune_then_txt2img_bank_then_compose(setup):
     root, data, base, _ = setup
-    run("finetune", "--backend", "sd", "--checkpoint", str(base), "--data", str(data), "--shots", "2",
-        "--preset", "smoke", "--out", str(root / "lora"), "-d", "test_fraction=0.25")
+    done = run("finetune", "--backend", "sd", "--checkpoint", str(base), "--data", str(data), "--shots", "2",
+               "--preset", "smoke", "--out", str(root / "lora"), "-d", "test_fraction=0.25")
+    assert f"use it with: inout-aug generate -a diffusion -p backend=sd -p model={base} -p lora={root / 'lora'}" \
+        in done.output  # the command that works
     record = json.loads((root / "lora" / "training_data.json").read_text())
     assert record["backend"] == "sd" and len(record["files"]) == 2
     assert all("/defect/" in f["image"] for f in record["files"])
@@ -99,6 +101,29 @@ def test_finetune_ddpm_then_live_inpainting_in_compose(setup):
     refused = CliRunner().invoke(cli, ["finetune", "--backend", "ddpm", "--data", str(data), "--setting", "zero",
                                        "--out", str(root / "zero")])
     assert refused.exit_code == 1 and "zero-shot has none" in refused.output and "--backend sd" in refused.output
+
+
+def test_finetune_refuses_an_output_folder_of_other_files_before_training(setup, monkeypatch):
+    from inout_aug.models import finetune as module
+
+    root, data, base, _ = setup
+    occupied = root / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    monkeypatch.setattr(module, "finetune_ddpm", lambda *args, **kwargs: pytest.fail("trained before the check"))
+    monkeypatch.setattr(module, "_sd", lambda *args, **kwargs: pytest.fail("trained before the check"))
+    for backend in ("ddpm", "sd"):
+        given = ["--checkpoint", str(base)] if backend == "sd" else []
+        refused = CliRunner().invoke(cli, ["finetune", "--backend", backend, *given, "--data", str(data), "--shots",
+                                           "1", "--out", str(occupied)])
+        kind = "ddpm model" if backend == "ddpm" else "LoRA"
+        assert refused.exit_code == 1
+        assert f"Error: {occupied} is a folder of other files" in refused.output and f"not a {kind} folder" in \
+            refused.output
+    assert sorted(p.name for p in occupied.iterdir()) == ["notes.txt"]
+    ignored = CliRunner().invoke(cli, ["finetune", "--backend", "ddpm", "--checkpoint", str(base), "--data", str(data),
+                                       "--out", str(root / "new")])
+    assert ignored.exit_code == 1 and "--checkpoint is the sd backend's Stable Diffusion model" in ignored.output
 
 
 def test_a_killed_bank_generation_resumes_to_exactly_n_identical_files(setup):

@@ -169,8 +169,7 @@ class DDPMDefectModel:
         holds half a model. A non-empty ``folder`` that is not a ddpm model is refused.
         """
         folder = Path(folder)
-        if folder.exists() and not (folder / CONFIG_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
-            raise FileExistsError(f"{folder} exists and is not a ddpm model folder: choose another output folder")
+        check_model_folder(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
         old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
@@ -574,3 +573,11 @@ def _defect_patch(defects: list[tuple[torch.Tensor, torch.Tensor]], config: DDPM
     patch, defect = both[:-1], both[-1:].clamp(0, 1)
     mean = patch.mean()
     return ((patch - mean) * contrast + mean + 2 * brightness).clamp(-1, 1), defect
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse an output ``folder`` that exists and is neither empty nor a ddpm model folder: a model written there
+    would mix with other files. Checked before training, and again before saving."""
+    if folder.exists() and not (folder / CONFIG_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
+        what = "a file" if not folder.is_dir() else "a folder of other files"
+        raise FileExistsError(f"{folder} is {what}, not a ddpm model folder: choose a new or empty output folder")

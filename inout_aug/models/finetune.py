@@ -38,6 +38,10 @@ def finetune(backend: str, data: str | Path, out: str | Path, *, setting: str = 
     out = Path(out)
     if backend not in ("ddpm", "sd"):
         raise ValueError(f"backend must be 'ddpm' or 'sd', got {backend!r}")
+    if backend == "ddpm" and checkpoint is not None:
+        raise ValueError("--checkpoint is the sd backend's Stable Diffusion model; the ddpm backend trains from "
+                         "scratch: leave it out, or use --backend sd")
+    _check_out(backend, out)
     dataset = open_dataset(data, layout, split, **(data_options or {}))
     chosen = choose_defects(dataset.defects(defect_type), setting, shots if setting == "few" else None, seed)
     record = {
@@ -50,6 +54,24 @@ def finetune(backend: str, data: str | Path, out: str | Path, *, setting: str = 
     else:
         _sd(dataset, chosen, out, preset, overrides, checkpoint, seed, normal_share, progress, record)
     return out
+
+
+def _check_out(backend: str, out: Path) -> None:
+    """Refuse, before training (which may take long), an ``out`` that holds other files than a model of ``backend``
+    (for sd: a LoRA, its records and its cached class images)."""
+    if backend == "ddpm":
+        from inout_aug.models.ddpm import check_model_folder
+
+        check_model_folder(out)
+        return
+    from inout_aug.models.sd import LORA_FILE, LORA_INFO
+
+    own = {LORA_FILE, LORA_INFO, RECORD, "class_images"}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in own and not p.name.startswith(".")) \
+        if out.is_dir() else []
+    if out.exists() and (not out.is_dir() or foreign):
+        what = "a file" if not out.is_dir() else f"a folder of other files ({', '.join(foreign[:3])})"
+        raise FileExistsError(f"{out} is {what}, not a LoRA folder: choose a new or empty output folder")
 
 
 def _record_text(record: dict[str, Any], used: list[Path]) -> str:
