@@ -204,6 +204,8 @@ def test_generate_refuses_a_folder_of_another_run(normals, tmp_path):
     assert run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "1").exit_code == 0
     result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(out), "-n", "1", "--seed", "9")
     assert result.exit_code != 0 and "holds a run with other settings" in result.output
+    seeded = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(tmp_path / "seeded"), "-p", "seed=5")
+    assert seeded.exit_code == 1 and "-p seed (or generator) is not an augmenter setting here" in seeded.output
 
 
 def test_a_run_that_failed_before_its_first_output_may_begin_again_with_other_settings(faulty_site, normals,

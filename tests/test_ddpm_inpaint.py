@@ -228,6 +228,11 @@ def test_defect_types_given_per_image_and_drawn_where_none_is_given(model, monke
 
 def test_diffusion_defect_paints_each_real_mask_with_its_own_defect_type(model_path, dataset, monkeypatch):
     augment = DiffusionDefect(model=str(model_path), masks=str(dataset), steps=1, seed=3)
+    levels = augment.model.config.num_train_timesteps
+    with pytest.raises(ValueError, match=f"steps={levels + 1} is more than the {levels} noise levels this model"):
+        DiffusionDefect(model=str(model_path), steps=levels + 1)
+    with pytest.raises(ValueError, match=r"scheduler must be one of ddim, dpm\+\+, got 'foo'"):
+        DiffusionDefect(model=str(model_path), scheduler="foo")
     train, every = (RealMasks(dataset, split=split).shapes for split in ("train", "all"))
     assert len(augment.masks.shapes) == len(train) < len(every)  # the training split's masks only, by default
     assert len(DiffusionDefect(model=str(model_path), masks=str(dataset), masks_split="all").masks.shapes) == len(every)

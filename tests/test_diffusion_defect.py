@@ -184,3 +184,10 @@ def test_settings_that_mean_nothing_for_the_source_are_refused(bank, tmp_path):
             DiffusionDefect(model=str(tmp_path), **setting)
     with pytest.raises(ValueError, match="a ddpm model takes no prompt"):
         DiffusionDefect(model=str(tmp_path), prompt="sks defect")
+    with pytest.raises(ValueError, match="guidance must be a number, got 'abc'"):
+        DiffusionDefect(model=str(tmp_path), guidance="abc")
+    with pytest.raises(ValueError, match="device must be a torch device such as 'cpu' or 'cuda', got 'foo'"):
+        DiffusionDefect(model=str(tmp_path), device="foo")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda' asks for a GPU, and torch sees none here"):
+            DiffusionDefect(model=str(tmp_path), device="cuda")

@@ -20,15 +20,29 @@ from inout_aug.models.finetune import finetune
 class _Toy:
     steps: int = 1
     rate: float = 0.1
+    flag: bool = False
+    limit: float | None = None
 
 
 def test_unknown_key_names_it_the_closest_and_the_valid_keys():
     assert settings_from_dict(_Toy, {"steps": 3}) == _Toy(steps=3)
-    with pytest.raises(SettingsError, match=r"^unknown toy setting step \(did you mean steps\?\); valid: rate, steps$"):
+    with pytest.raises(SettingsError, match=r"^unknown toy setting step \(did you mean steps\?\); valid: flag, limit, "
+                                            r"rate, steps$"):
         settings_from_dict(_Toy, {"step": 3}, what="toy")
-    with pytest.raises(SettingsError, match=r"^unknown settings colour, zzz; valid: rate, steps$"):
+    with pytest.raises(SettingsError, match=r"^unknown settings colour, zzz; valid: flag, limit, rate, steps$"):
         settings_from_dict(_Toy, {"zzz": 1, "colour": 2})
     assert issubclass(SettingsError, ValueError)
+
+
+def test_flags_integers_and_numbers_are_checked_by_the_kind_of_their_default():
+    assert settings_from_dict(_Toy, {"steps": 2, "rate": 1, "flag": True, "limit": None}) == \
+        _Toy(steps=2, rate=1, flag=True)
+    for key, value, wanted in [("steps", "abc", "an integer"), ("steps", 2.5, "an integer"),
+                               ("steps", True, "an integer"), ("rate", float("nan"), "a finite number"),
+                               ("rate", "0.1", "a finite number"), ("flag", "yes", "True or False"),
+                               ("limit", float("inf"), "a finite number")]:
+        with pytest.raises(SettingsError, match=f"^toy setting {key} must be {wanted}, got "):
+            settings_from_dict(_Toy, {key: value}, what="toy")
 
 
 def test_presets_take_overrides_and_name_the_valid_presets():
@@ -92,4 +106,4 @@ def dataset(tmp_path):
 def test_finetune_settings_go_through_the_loader(dataset, tmp_path, backend, preset, key):
     with pytest.raises(SettingsError, match=f"unknown .*setting {key} "):
         finetune(backend, dataset, tmp_path / "out", setting="few", shots=1, preset=preset, overrides={key: 1},
-                 checkpoint=tmp_path / "no-checkpoint", split="all", progress=False)
+                 checkpoint=tmp_path / "no-checkpoint" if backend == "sd" else None, split="all", progress=False)

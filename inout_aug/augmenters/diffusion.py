@@ -116,9 +116,17 @@ class DiffusionDefect(Augmenter):
         steps = 25 if steps is None else int(steps)
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
+        if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))):
+            raise ValueError(f"guidance must be a number, got {guidance!r}")
         device = device or "cpu"
         if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under accelerate or torchrun
             device = f"cuda:{os.environ['LOCAL_RANK']}"
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asks for a GPU, and torch sees none here: use device='cpu'")
         self.on_replace = self._check_on_replace(on_replace)
         self.fit, self.backend, self.mode = fit, backend, mode
         self.prompt, self.negative_prompt = prompt or "sks defect", negative_prompt
@@ -129,6 +137,15 @@ class DiffusionDefect(Augmenter):
         if model is not None:
             self.model, self.hashes = _load_backend(backend, mode, Path(model), lora,
                                                     0.65 if lora_scale is None else lora_scale, device)
+        if backend == "ddpm" and scheduler is not None:  # checked now, not when the first batch samples
+            from inout_aug.models.ddpm import SCHEDULERS
+
+            if scheduler not in SCHEDULERS:
+                raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+        levels = self.model.config.num_train_timesteps if backend == "ddpm" and self.model is not None else steps
+        if steps > levels:
+            raise ValueError(f"steps={steps} is more than the {levels} noise levels this model was trained on: give "
+                             f"steps={levels} or fewer")
         # A ddpm model of kind "inpaint" paints defects of mask_type (an unknown type fails here, naming the
         # model's), or without it of each mask's own type where the model knows it, else a type drawn per image.
         self._paints_types = backend == "ddpm" and self.model is not None and self.model.config.kind == "inpaint"

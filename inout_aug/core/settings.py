@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -26,7 +27,31 @@ def settings_from_dict(cls: type[T], values: Mapping[str, Any], *, what: str = "
         label = f"{what} setting" if what else "setting"
         raise SettingsError(f"unknown {label}{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{hint}; "
                             f"valid: {', '.join(names)}")
+    _check_kinds(cls, values, what)
     return cls(**values)
+
+
+def _check_kinds(cls: type, values: Mapping[str, Any], what: str) -> None:
+    """Raise a :class:`SettingsError` for a value of a flag, integer or number setting (told by its default) that is
+    not one, before the settings compare it with anything: ``steps=abc``, ``epochs=2.5``, ``learning_rate=nan``."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kinds = {"bool": bool, "int": int, "float": float}
+    for key, value in values.items():
+        annotation = str(fields[key].type).replace(" ", "")
+        optional = annotation.endswith("|None")
+        kind = type(fields[key].default) if fields[key].default is not None else \
+            kinds.get(annotation.removesuffix("|None"))  # an optional setting: its kind from its annotation
+        if kind not in (bool, int, float) or (value is None and optional):
+            continue
+        if kind is bool:
+            fits, wanted = isinstance(value, bool), "True or False"
+        elif kind is int:
+            fits, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        else:
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            wanted = "a finite number"
+        if not fits:
+            raise SettingsError(f"{what + ' ' if what else ''}setting {key} must be {wanted}, got {value!r}")
 
 
 def settings_from_preset(cls: type[T], presets: Mapping[str, Mapping[str, Any]], name: str,

@@ -108,6 +108,8 @@ class DDPMConfig:
             (self.layers_per_block >= 1, f"layers_per_block must be at least 1, got {self.layers_per_block}"),
             (self.beta_schedule in BETA_SCHEDULES, f"beta_schedule must be one of {BETA_SCHEDULES}"),
             (self.steps >= 1 and self.batch_size >= 1, "steps and batch_size must be at least 1"),
+            (self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}"),
+            (self.num_train_timesteps >= 2, f"num_train_timesteps must be at least 2, got {self.num_train_timesteps}"),
             (0 <= self.defect_share <= 1 and 0 <= self.class_dropout < 1,
              "defect_share must lie in [0, 1] and class_dropout in [0, 1)"),
             (self.defect_weight >= 0, f"defect_weight must be at least 0, got {self.defect_weight}"),

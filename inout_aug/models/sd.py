@@ -113,6 +113,9 @@ class LoraSettings:
         for name in ("rank", "batch_size", "epochs", "repeats", "class_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "alpha", "conv_alpha"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1 or None (then epochs count), got {self.max_steps}")
 

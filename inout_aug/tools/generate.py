@@ -73,6 +73,9 @@ class GenerationJob:
             raise FileNotFoundError(f"no images in {root} besides the outputs in {self.out}")
         self.augmenter_name = augmenter
         self.params = dict(params or {})
+        if {"seed", "generator"} & set(self.params):
+            raise GenerationError("-p seed (or generator) is not an augmenter setting here: each output's seed comes "
+                                  "from the run's --seed and its index; give --seed")
         if "p" in parameters(augmenter):
             self.params.setdefault("p", 1.0)
         self.augmenter = create(augmenter, **{"seed": int(seed), **self.params})
