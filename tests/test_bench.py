@@ -121,6 +121,8 @@ def test_plan_runs_every_combination_and_says_why_some_cannot_run():
         plan(BenchConfig.preset("cpu", methods=("nope*",)))
     named = plan(BenchConfig.preset("cpu", methods=("inout@0.25",), settings=("few",), seeds=(0,)))[0]
     assert [(r.method, r.in_ratio, r.augmenter_name) for r in named] == [("inout@0.25", 0.25, "inout")]
+    with pytest.raises(ValueError, match="method_params names 'memsge', not a registered augmenter"):
+        plan(BenchConfig.preset("cpu", method_params={"memsge": {"threshold": 0.4}}))
     for method in ("inout+memseg@1.5", "inout@abc", "memseg@0.5"):  # refused when planned, not when its run starts
         with pytest.raises(ValueError, match="@r sets InOutMix's in_ratio, a number in \\[0, 1\\]"):
             plan(BenchConfig.preset("cpu", methods=(method,)))
@@ -566,6 +568,18 @@ def test_bench_cli_errors_are_one_line(folder_data, tmp_path):
     both = CliRunner().invoke(cli, ["bench", str(config), "--preset", "cpu", "--data", str(folder_data),
                                     "--out", str(tmp_path)])
     assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_a_sweep_the_data_cannot_score_or_train_is_refused_before_any_run(tmp_path):
+    from test_data_layouts import make_mvtec_category
+
+    mvtec = make_mvtec_category(tmp_path / "bottle")  # a training split without defects
+    few = _bench(mvtec, tmp_path / "few", "--methods", "memseg", "--settings", "zero,few")
+    assert few.exit_code == 1 and "few-shot trains on real defects, and the split holds no defective image" in \
+        few.output and not (tmp_path / "few" / "runs").exists()
+    held = _bench(mvtec, tmp_path / "held", "--methods", "memseg", "--settings", "zero", "--set", "holdout=0.25")
+    assert held.exit_code == 1 and "the holdout of the training split of" in held.output
+    assert "holds no defective image, and AP needs some" in held.output and "or no holdout" in held.output
 
 
 @pytest.mark.realdata

@@ -135,6 +135,10 @@ def skip_reason(method: str, setting: str, config: BenchConfig) -> str | None:
 
 def plan(config: BenchConfig) -> tuple[list[Run], dict[tuple[str, str], str]]:
     """The runs of ``config`` in order (setting, method, seed), and the (method, setting) pairs skipped, why."""
+    unknown = sorted(set(config.method_params) - set(list_augmenters()))
+    if unknown:
+        raise ValueError(f"method_params names {', '.join(map(repr, unknown))}, not a registered augmenter; "
+                         f"registered: {', '.join(list_augmenters())}")
     runs, skipped = [], {}
     for setting in config.settings:
         for method in methods_of(config):
@@ -156,6 +160,10 @@ class Benchmark:
         self.log = log or _stderr
         self.data: BenchData = open_bench_data(data, config.image_size, config.val_fraction, config.layout,
                                                config.data_options, resize=config.resize, holdout=config.holdout)
+        if not self.data.test.defects():  # checked now, not after the first run has trained
+            scored = "the holdout of the training split" if config.holdout else "the test split"
+            raise ValueError(f"{scored} of {data} holds no defective image, and AP needs some: give a data set "
+                             "whose test images include defects" + (", or no holdout" if config.holdout else ""))
         self.runs, self.skipped = plan(config)
         self._leave_out_runs_without_a_slot()
 
