@@ -482,6 +482,11 @@ def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path, m
     other = _bench(folder_data, tmp_path, "--methods", "diffusion", "--settings", "few",
                    "--set", "ddpm_overrides={'steps': 3}")
     assert other.exit_code != 0 and "holds a ddpm model made with other settings" in other.output
+    untrained = tmp_path / "banks" / "few2-seed1"  # a run killed while its ddpm trained: only settings.json
+    untrained.mkdir(parents=True)
+    (untrained / "settings.json").write_text(json.dumps({"ddpm_preset": "other"}))
+    resumed = _bench(folder_data, tmp_path, "--methods", "diffusion", "--settings", "few", "--seeds", "1")
+    assert resumed.exit_code == 0, resumed.output  # its settings are not the lock of a model never made
     (tmp_path / "runs" / "diffusion-few2-seed0.json").unlink()  # killed after its bank was made
     monkeypatch.chdir(tmp_path.parent)
     again = _bench(folder_data, tmp_path.name, "--methods", "diffusion", "--settings", "few")

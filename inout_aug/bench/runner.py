@@ -357,12 +357,13 @@ class Benchmark:
         made_with = {"ddpm_preset": self.config.ddpm_preset, "ddpm_overrides": self.config.ddpm_overrides,
                      "normals": train.digest(), "defects": [train.name_of(r) for r in chosen]}
         settings_file = folder / "settings.json"
-        if settings_file.is_file() and \
+        trained = (folder / "ddpm" / "config.json").is_file()  # else a run killed while training: begun again
+        if trained and settings_file.is_file() and \
                 json.loads(settings_file.read_text(encoding="utf-8")) != json.loads(json.dumps(made_with)):
             raise ValueError(f"{folder} holds a ddpm model made with other settings or data ({settings_file}); "
                              "delete the folder to make a new one, or use another --out")
         write_text(json.dumps(made_with, indent=2) + "\n", settings_file)
-        if not (folder / "ddpm" / "config.json").is_file():
+        if not trained:
             self.log(f"ddpm for {folder.name}: training on {len(train.normals())} normals and {len(chosen)} defects")
             finetune_ddpm(train, chosen, folder / "ddpm", self.config.ddpm_preset, self.config.ddpm_overrides,
                           seed=mix_seed(seed, "ddpm"))
