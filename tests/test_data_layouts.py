@@ -262,6 +262,26 @@ def test_folder_masks_match_by_stem(tmp_path):
         FolderLayout(tmp_path)
 
 
+def test_a_mask_folder_under_another_name_is_pointed_out(tmp_path):
+    root = make_folder(tmp_path)
+    (root / "mask").mkdir()
+    with pytest.warns(UserWarning, match=r"has mask/ but no masks/, so its defect images have no pixel masks; "
+                                         r"rename mask/ to masks/"):
+        FolderLayout(root)
+
+
+def test_a_jpeg_mask_is_read_at_half_level_where_its_compression_smears_the_edges(tmp_path):
+    pixels = np.zeros((64, 64), np.uint8)
+    for y in range(4, 60, 12):
+        for x in range(4, 60, 12):
+            pixels[y:y + 5, x:x + 5] = 255  # 25 small defects, 625 pixels
+    PIL.Image.fromarray(pixels).save(tmp_path / "m.jpg", quality=75)
+    PIL.Image.fromarray(pixels).save(tmp_path / "m.png")
+    assert (np.asarray(PIL.Image.open(tmp_path / "m.jpg")) >= 1).sum() > 3 * 625  # what a threshold of 1 made of it
+    assert abs(int(read_mask(tmp_path / "m.jpg", 1).sum()) - 625) <= 25
+    assert int(read_mask(tmp_path / "m.png", 1).sum()) == 625  # a lossless mask keeps the layout's threshold
+
+
 def test_folder_split_shares_the_stratified_split(tmp_path):
     root = make_folder(tmp_path)
     train, test = FolderLayout(root, "train", seed=2), FolderLayout(root, "test", seed=2)

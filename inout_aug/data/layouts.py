@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
@@ -175,8 +176,10 @@ class Layout(Dataset, ABC):
 
 
 def read_mask(path: Path, threshold: int) -> torch.Tensor:
-    """An (H, W) bool mask: the pixels where any channel of the 8-bit mask file is at or above ``threshold``."""
-    return read_image(path).amax(0) >= threshold
+    """An (H, W) bool mask: the pixels where any channel of the 8-bit mask file is at or above ``threshold``, or
+    at least 128 for a JPEG file, whose compression smears grey levels around every edge of the mask."""
+    lossy = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    return read_image(path).amax(0) >= (max(threshold, 128) if lossy else threshold)
 
 
 def image_header(path: Path) -> tuple[tuple[int, int], str]:
@@ -482,6 +485,10 @@ class FolderLayout(StratifiedLayout):
 
     def _list_all(self) -> list[Record]:
         normal, defect, masks = self.root / "normal", self.root / "defect", self.root / "masks"
+        look_alike = [d.name for d in _subfolders(self.root) if d.name.lower() in MASK_FOLDER_NAMES]
+        if defect.is_dir() and not masks.is_dir() and look_alike:
+            warnings.warn(f"folder: {self.root} has {look_alike[0]}/ but no masks/, so its defect images have no "
+                          f"pixel masks; rename {look_alike[0]}/ to masks/ to use them", stacklevel=3)
         records = [Record(p, None, 0, "normal", f"normal/{_key(p, normal)}") for p in _images(normal)]
         mask_of = {_key(p, masks): p for p in _images(masks)}
         for image in _images(defect):
@@ -496,6 +503,10 @@ class FolderLayout(StratifiedLayout):
             nested = image.relative_to(defect).parts
             records.append(Record(image, mask, 1, nested[0] if len(nested) > 1 else "defect", f"defect/{key}"))
         return records
+
+
+#: Folder names that mean masks but are not the folder layout's ``masks/``.
+MASK_FOLDER_NAMES = ("mask", "gt", "ground_truth", "groundtruth", "labels", "annotations")
 
 
 def _key(path: Path, folder: Path) -> str:
