@@ -293,6 +293,24 @@ def test_a_run_refuses_to_resume_with_other_model_files_or_settings(model_path, 
     assert CliRunner().invoke(cli, [*args, "-n", "3"]).exit_code == 0  # the same files again: it resumes
 
 
+def test_finetune_names_a_mask_of_another_size_and_defects_without_mask_files(tmp_path):
+    from inout_aug.data.layouts import open_dataset
+    from inout_aug.models.finetune import finetune_ddpm
+
+    root = tmp_path / "data"
+    write_png(_surface(0), root / "normal" / "n0.png")
+    write_png(_defect(7, "pit")[0], root / "defect" / "d.png")
+    data = open_dataset(root)
+    with pytest.raises(ValueError, match="the chosen defects have no mask files: a folder layout takes them from "
+                                         "masks/ beside defect/"):
+        finetune_ddpm(data, data.defects(), tmp_path / "model", "inpaint-smoke", {"steps": 2})
+    write_png(torch.full((1, 20, 20), 255, dtype=torch.uint8), root / "masks" / "d.png")
+    data = open_dataset(root)
+    with pytest.raises(ValueError, match=r"the mask .*masks/d.png is 20x20 px but its image .*defect/d.png is "
+                                         r"\d+x\d+: give each mask its image's size"):
+        finetune_ddpm(data, data.defects(), tmp_path / "model", "inpaint-smoke", {"steps": 2})
+
+
 def test_finetune_leaves_out_shots_whose_mask_marks_no_pixel(tmp_path):
     from inout_aug.data.layouts import open_dataset
     from inout_aug.models.finetune import finetune_ddpm

@@ -113,7 +113,9 @@ class DiffusionDefect(Augmenter):
             raise ValueError("prompt and negative_prompt apply to the sd backend; a ddpm model takes no prompt")
         if mode == "txt2img" and masks is not None:
             raise ValueError("masks= place inpainted defects; txt2img makes whole images (weak labels), without masks")
-        steps = 25 if steps is None else int(steps)
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+            raise ValueError(f"steps must be an integer, got {steps!r}")
+        steps = 25 if steps is None else steps
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))):
@@ -135,8 +137,7 @@ class DiffusionDefect(Augmenter):
         self.masks = None if masks is None else RealMasks(masks, defect_type=mask_type, split=masks_split or "train")
         self.model, self.hashes = None, {}
         if model is not None:
-            self.model, self.hashes = _load_backend(backend, mode, Path(model), lora,
-                                                    0.65 if lora_scale is None else lora_scale, device)
+            self.model, self.hashes = _load_backend(backend, mode, Path(model), lora, lora_scale, device)
         if backend == "ddpm" and scheduler is not None:  # checked now, not when the first batch samples
             from inout_aug.models.ddpm import SCHEDULERS
 
@@ -276,20 +277,20 @@ def _resize(image: torch.Tensor, mask: torch.Tensor, size: list[int]) -> tuple[t
     return resized, F.resize(mask[None].float(), size, interpolation=F.InterpolationMode.NEAREST)[0] > 0.5
 
 
-def _load_backend(backend: str, mode: str, model: Path, lora: str | None, lora_scale: float,
+def _load_backend(backend: str, mode: str, model: Path, lora: str | None, lora_scale: float | None,
                   device: str) -> tuple[Any, dict[str, str]]:
     """The loaded model and the hashes that identify it (for the manifest)."""
     if backend == "ddpm":
         from inout_aug.models.ddpm import DDPMDefectModel
 
-        if lora is not None:
-            raise ValueError("lora= applies to the sd backend; a ddpm model is trained whole")
+        if lora is not None or lora_scale is not None:
+            raise ValueError("lora= and lora_scale= apply to the sd backend; a ddpm model is trained whole")
         return DDPMDefectModel.load(model, device=device), {"model_hash": digest(model)}
     from inout_aug.models import sd
 
     pipeline = sd.load_pipeline(model, inpaint=mode == "inpaint", device=device)
     hashes = {"model_hash": sd.checkpoint_hash(model)}
     if lora is not None:
-        sd.load_lora(pipeline, lora, scale=lora_scale)
+        sd.load_lora(pipeline, lora, scale=0.65 if lora_scale is None else lora_scale)
         hashes["lora_hash"] = digest(lora)
     return pipeline, hashes

@@ -100,12 +100,19 @@ def finetune_ddpm(dataset, chosen: list[Record], out: Path, preset: str | None =
     config = DDPMConfig.preset(preset or "default", **{"seed": seed, **(overrides or {})})
     normals = dataset.normals()
     masks = [(r, read_mask(r.mask, dataset.mask_threshold)) for r in chosen if r.mask is not None]
+    if not masks:
+        raise ValueError("the ddpm backend needs defect masks (it paints inside them), and the chosen defects have no "
+                         "mask files: a folder layout takes them from masks/ beside defect/")
     # A mask that marks no pixel (some data sets have them) shows no defect to learn: left out.
     used = [(r, mask) for r, mask in masks if mask.any()]
     typed = [(read_image(r.image), mask, r.defect_type) for r, mask in used]
     if not typed:
         raise ValueError("the ddpm backend needs defect masks (it paints inside them): the chosen defects have none "
                          "that marks a pixel")
+    for (r, _), (image, mask, _) in zip(used, typed):
+        if mask.shape != image.shape[-2:]:
+            raise ValueError(f"the mask {r.mask} is {mask.shape[1]}x{mask.shape[0]} px but its image {r.image} is "
+                             f"{image.shape[-1]}x{image.shape[-2]}: give each mask its image's size")
     images = [read_image(r.image) for r in normals]
     if config.kind == "inpaint":
         model = train_inpaint(images, typed, config, progress=progress)
