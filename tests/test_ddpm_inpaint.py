@@ -239,6 +239,7 @@ def test_diffusion_defect_paints_each_real_mask_with_its_own_defect_type(model_p
     calls = _count_unet_calls(augment.model, monkeypatch)
     out = augment.augment((_surface(7).float() / 255)[None].repeat(8, 1, 1, 1))
     types = [p["defect_type"] for p in out.params]
+    assert {p["guidance"] for p in out.params} == {augment.model.config.guidance_scale}  # the scale used, not None
     assert set(types) == {"blob", "crack"} and calls[0][1][:8] == [TYPES.index(t) + 1 for t in types]
     for kind, mask in zip(types, out.mask):  # blobs are squares, cracks long and thin (turned by 0 or 90 degrees)
         rows, cols = mask.any(1).sum().item(), mask.any(0).sum().item()

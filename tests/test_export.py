@@ -223,6 +223,9 @@ def test_bad_exports_are_refused(shapes_bank, tmp_path):
     (used / "file.txt").write_text("x")
     result = run("export", str(shapes_bank), "-f", "coco", "-o", str(used))
     assert result.exit_code == 1 and f"{used} is not empty" in result.output and "--out" in result.output
+    for out in (used / "file.txt", used / "file.txt" / "sub"):
+        result = run("export", str(shapes_bank), "-f", "coco", "-o", str(out))
+        assert result.exit_code == 1 and f"{used / 'file.txt'} is a file: --out must name a folder" in result.output
     result = run("export", str(shapes_bank), "-f", "coco", "-o", str(tmp_path / "c"), "--category", "x")
     assert result.exit_code == 1 and "apply to mvtec, not to coco" in result.output
     weak = write_bank(tmp_path / "weak", [], weak=2)

@@ -205,13 +205,22 @@ class DiffusionDefect(Augmenter):
 
             seeds = [mix_seed(s, 0) for s in seed] if per_sample else [mix_seed(seed, i) for i in range(len(image))]
             rgb = as_float(sd.generate(
-                self.model, self.prompt, seeds=seeds, steps=self.steps,
-                guidance=self.guidance if self.guidance is not None else sd.DIAG_GUIDANCE,
+                self.model, self.prompt, seeds=seeds, steps=self.steps, guidance=self._inpaint_guidance(),
                 image=as_bytes(image).expand(-1, 3, -1, -1), mask=mask, negative_prompt=self.negative_prompt,
             )).to(image.device)
             made = match_channels(rgb, image.shape[1])
         # Outside the mask: the input, bit for bit (the backends promise it; make sure of it here).
         return torch.lerp(image, made.to(image.dtype), mask[:, None].to(image.dtype)), mask
+
+    def _inpaint_guidance(self) -> float:
+        """The guidance scale inpainting uses: the one given, else the model's own (ddpm) or DIAG's (sd)."""
+        if self.guidance is not None:
+            return float(self.guidance)
+        if self.backend == "ddpm":
+            return self.model.config.guidance_scale
+        from inout_aug.models import sd
+
+        return sd.DIAG_GUIDANCE
 
     def file_hashes(self) -> dict[str, str]:
         return dict(self.hashes)  # the model's (and LoRA's) weights; a bank's entries are read as they are
@@ -221,7 +230,7 @@ class DiffusionDefect(Augmenter):
             return params["drawn"][index]
         scheduler = self.scheduler if self.backend == "ddpm" else type(self.model.scheduler).__name__
         return {"mode": self.mode, "backend": self.backend, "steps": self.steps, "scheduler": scheduler,
-                "guidance": self.guidance, "prompt": self.prompt if self.backend == "sd" else None,
+                "guidance": self._inpaint_guidance(), "prompt": self.prompt if self.backend == "sd" else None,
                 "generator_seed": params["seed"][index] if isinstance(params["seed"], list) else params["seed"],
                 **({"defect_type": params["defect_type"][index]} if self._paints_types else {}), **self.hashes}
 

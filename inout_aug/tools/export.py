@@ -81,7 +81,10 @@ def export(bank: Bank | str | os.PathLike, out: str | os.PathLike, format: str, 
             if _folder_name(name, "defect type") == "good":
                 raise ValueError("defect type 'good' is the MVTec name of normal images; give --defect-type")
         target = target / category
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    blocked = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise FileExistsError(f"{blocked} is a file: --out must name a folder (new or empty) to export to")
+    if target.exists() and any(target.iterdir()):
         raise FileExistsError(f"{target} is not empty: export to a new or empty folder (another --out"
                               f"{' or --category' if format == 'mvtec' else ''}), or delete {target} first")
     tick = progress or (lambda k: None)
