@@ -186,8 +186,18 @@ def test_replaced_image_replaces_the_mask_and_refuses_other_masks():
 def test_refuses_an_augmenter_with_its_own_probability():
     with pytest.raises(ValueError, match="p=1"):
         AlbumentationsDefect(create("memseg", p=0.5))
-    with pytest.raises(TypeError, match="Augmenter"):
+    with pytest.raises(TypeError, match="Augmenter or a registry name"):
         AlbumentationsDefect(A.HorizontalFlip())
+
+
+def test_a_registry_name_builds_the_augmenter_and_bad_images_say_what_to_give():
+    by_name = A.Compose([AlbumentationsDefect("memseg")], seed=3)(image=photo())
+    assert by_name["image"].shape == photo().shape and (by_name["image"] != photo()).any()
+    with pytest.raises(ValueError, match=r"1 or 3 channels, got shape \(32, 40, 4\); drop an alpha channel"):
+        A.Compose([AlbumentationsDefect("memseg")])(image=np.zeros((32, 40, 4), np.uint8))
+    with pytest.raises(TypeError, match=r"uint8 \(0-255\) or float \(0-1\) images, got uint16; e.g. \(image / "
+                                        r"65535\)"):
+        A.Compose([AlbumentationsDefect("memseg")])(image=np.zeros((32, 40, 3), np.uint16))
 
 
 def test_missing_albumentations_names_the_extra(monkeypatch):

@@ -90,6 +90,12 @@ class AlbumentationsDefect(DualTransform):
 
     def _make(self, image: np.ndarray, seed: int) -> dict[str, Any]:
         """The defect made on ``image`` from ``seed``: the image, its (H, W) bool mask and the outcome."""
+        if image.ndim == 3 and image.shape[2] not in (1, 3):
+            raise ValueError(f"AlbumentationsDefect takes HW or HWC images with 1 or 3 channels, got shape "
+                             f"{image.shape}; drop an alpha channel with image[..., :3]")
+        if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
+            raise TypeError(f"AlbumentationsDefect takes uint8 (0-255) or float (0-1) images, got {image.dtype}; "
+                            "e.g. (image / 65535).astype(np.float32) for 16-bit images")
         tensor = torch.from_numpy(np.ascontiguousarray(image))
         batch = tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
         self.augmenter.reseed(seed)
