@@ -84,6 +84,12 @@ def test_a_plugin_that_exits_on_import_or_has_no_name_breaks_nothing_else(site):
         with pytest.raises(LookupError, match="pip uninstall fake-exit"):
             registry.get("exits")
     assert inout_aug.create("memseg", seed=0).name == "memseg"
+    make_distribution(site, "fake-typo", "fake_typo", "", {"typo": "fake typo:Thing"})
+    registry.refresh()
+    with pytest.warns(PluginWarning, match=r"'fake-typo' failed to load \(ValueError: its entry point 'fake typo:"
+                                           r"Thing' is not of the form 'module:Class'\)"):
+        with pytest.raises(LookupError):
+            registry.get("typo")
 
 
 def test_entry_point_that_is_not_an_augmenter(site):

@@ -47,6 +47,9 @@ class Entry:
         """Import the augmenter class (once); raise ``LookupError`` if the plugin is broken."""
         if self.cls is None and self.error is None:
             try:
+                value = self.entry_point.value  # type: ignore[union-attr]
+                if self.entry_point.pattern.match(value) is None:  # type: ignore[union-attr]
+                    raise ValueError(f"its entry point {value!r} is not of the form 'module:Class'")
                 loaded = self.entry_point.load()  # type: ignore[union-attr]
                 if not (isinstance(loaded, type) and issubclass(loaded, Augmenter)):
                     raise TypeError(f"{self.target} is not a subclass of inout_aug.Augmenter")
