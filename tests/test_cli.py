@@ -445,6 +445,14 @@ def test_preview_of_a_plain_folder_skips_its_own_sheet(normals):
     assert read_image(normals / "preview.png").shape[-1] == 6 * 164 + 4
 
 
+def test_preview_of_a_file_a_missing_or_an_empty_folder_says_what_it_takes(normals, tmp_path):
+    (tmp_path / "empty").mkdir()
+    for path, text in [(normals / "n0.png", "is a file"), (tmp_path / "nope", "does not exist"),
+                       (tmp_path / "empty", "holds no images to preview")]:
+        result = run("preview", str(path))
+        assert result.exit_code == 1 and result.output.startswith(f"Error: {path} {text}")
+
+
 def test_demo_surfaces_depend_only_on_seed_and_index():
     assert torch.equal(make_surfaces(4, size=(32, 32))[:2], make_surfaces(2, size=(32, 32)))
 

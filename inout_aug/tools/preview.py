@@ -45,13 +45,21 @@ def preview_folder(folder: str | os.PathLike, out: str | os.PathLike, limit: int
                    tile: int = 160, columns: int = 4) -> Path:
     """Write a contact sheet of a generation folder (manifest or images/ + masks/) or any image folder."""
     root = Path(folder)
+    if not root.is_dir():
+        what = "is a file" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"{root} {what}: preview takes a folder (generate's --out, or a folder of images)")
     records = read_manifest(root)
     if records:
         pairs = [(root / r["image"], root / (r["mask"] or "")) for _, r in sorted(records.items())]
     else:
         images_dir = root / "images" if (root / "images").is_dir() else root
         sheet = Path(out).resolve()
-        shown = [p for p in list_images(images_dir) if p.resolve() != sheet and p.parent.name != "masks"]
+        try:
+            found = list_images(images_dir)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{root} holds no images to preview: give generate's --out folder, or a folder "
+                                    "of images") from None
+        shown = [p for p in found if p.resolve() != sheet and p.parent.name != "masks"]
         pairs = [(p, root / "masks" / p.name) for p in shown]
     pairs = pairs[:limit]
     images = [read_image(image) for image, _ in pairs]
