@@ -414,14 +414,17 @@ def preview(folder: Path, out: Path | None, limit: int, columns: int) -> None:
               help="Number of defective images.")
 @click.option("--augmenter", "-a", default="memseg", show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--param", "-p", "param_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Augmenter parameter, repeatable (see `inout-aug info NAME`).")
 @_one_line_errors
-def demo(out: Path, n: int, augmenter: str, seed: int) -> None:
+def demo(out: Path, n: int, augmenter: str, seed: int, param_pairs: tuple[str, ...]) -> None:
     """Built-in demo: make procedural metal surfaces, turn them into defective images, write a preview."""
     normal = out / "normal"
     _check_demo_folder(out, normal, augmenter, n, seed)
     for i, surface in enumerate(make_surfaces(n, seed=seed)):
         write_png(surface, normal / f"surface_{i:03d}.png")
-    with GenerationJob(augmenter, normal, out, n=n, seed=seed) as job:
+    params = parse_params(param_pairs, "--param")
+    with GenerationJob(augmenter, normal, out, n=n, seed=seed, params=params) as job:
         _run(job)
     sheet = preview_folder(out, out / "preview.png", limit=n)
     click.echo(f"normal images: {normal}\ndefects: {out / 'images'}, masks: {out / 'masks'}, "

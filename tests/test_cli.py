@@ -270,6 +270,13 @@ def test_demo_runs_on_the_embedded_default(tmp_path):
     assert (out / "preview.png").is_file() and "preview:" in result.output
 
 
+def test_demo_passes_augmenter_parameters(tmp_path):
+    result = run("demo", "--out", str(tmp_path / "mix"), "-n", "2", "-a", "inout", "-p", "in_augmenter=memseg")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "mix" / "manifest.jsonl").read_text().splitlines()]
+    assert all(r["params"]["in_augmenter"] == "memseg" and r["drawn"]["side"] in ("in", "out") for r in records)
+
+
 def test_demo_refuses_another_run_before_writing_anything(tmp_path):
     out = tmp_path / "demo"
     assert run("demo", "--out", str(out), "-n", "2").exit_code == 0
