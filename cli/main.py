@@ -229,7 +229,12 @@ def generate(augmenter: str, input_dir: Path, out: Path, n: int | None, seed: in
         if job.data["layout"] != "images":
             click.echo(f"{job.data['layout']} dataset, split {split}: {len(job.sources)} normal images", err=True)
         _run(job, batch_size)
-    click.echo(f"{len(job.done)} outputs in {out} ({len(job.todo) - len(job.not_made)} made now)")
+    made, (k, shards) = len(job.todo) - len(job.not_made), job.shard
+    if shards == 1:
+        click.echo(f"{len(job.done)} outputs in {out} ({made} made now)")
+    else:  # the other shards may still be writing: count this one's outputs only
+        own, planned = sum(1 for i in job.done if i % shards == k), len(range(k, job.n, shards))
+        click.echo(f"shard {k}/{shards}: {own} of its {planned} outputs in {out} ({made} made now)")
     if job.skipped and not job.done:
         source, why = next(iter(job.skipped.items()))
         raise GenerationError(f"every input was skipped as unusable ({len(job.skipped)}; the first, {source}: {why}): "

@@ -538,6 +538,8 @@ def test_shards_fill_one_folder_without_overlap_and_match_an_unsharded_run(norma
     assert run("preview", str(sharded)).exit_code == 0  # the shards read as one bank
     result = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(sharded), "-n", "7", "--shard", "3/3")
     assert result.exit_code == 2 and "expected K/N" in result.output
+    again = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(sharded), "-n", "7", "--shard", "1/3")
+    assert again.output.splitlines()[-1] == f"shard 1/3: 2 of its 2 outputs in {sharded} (0 made now)"
 
 
 
