@@ -573,6 +573,9 @@ def test_bench_cli_errors_are_one_line(folder_data, tmp_path):
     both = CliRunner().invoke(cli, ["bench", str(config), "--preset", "cpu", "--data", str(folder_data),
                                     "--out", str(tmp_path)])
     assert both.exit_code != 0 and "not both" in both.output
+    unknown = _bench(folder_data, tmp_path / "m", "--model", "nosuchmodel")
+    assert unknown.exit_code == 1 and "Error: unknown timm model 'nosuchmodel'" in unknown.output
+    assert not (tmp_path / "m" / "runs").exists()  # refused before any run
 
 
 def test_a_sweep_the_data_cannot_score_or_train_is_refused_before_any_run(tmp_path):

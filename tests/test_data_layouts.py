@@ -282,6 +282,17 @@ def test_a_jpeg_mask_is_read_at_half_level_where_its_compression_smears_the_edge
     assert int(read_mask(tmp_path / "m.png", 1).sum()) == 625  # a lossless mask keeps the layout's threshold
 
 
+def test_a_layout_option_it_does_not_take_or_of_another_kind_is_refused(tmp_path):
+    root = make_ksdd(tmp_path)
+    assert len(open_dataset(root, split="test", folds=2, fold=1)) < len(open_dataset(root))  # options taken
+    for options, text in [({"foo": 1}, "the ksdd layout takes no option foo (its options: fold, folds, seed, "
+                                       "transform)"),
+                          ({"folds": "x"}, "the ksdd layout's option folds must be like 3, got 'x'"),
+                          ({"folds": 2.5}, "option folds must be like 3, got 2.5")]:
+        with pytest.raises(LayoutError, match=text.replace("(", r"\(").replace(")", r"\)")):
+            open_dataset(root, **options)
+
+
 def test_folder_split_shares_the_stratified_split(tmp_path):
     root = make_folder(tmp_path)
     train, test = FolderLayout(root, "train", seed=2), FolderLayout(root, "test", seed=2)

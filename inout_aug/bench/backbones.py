@@ -9,6 +9,7 @@ weights of the paper's protocol).
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -16,13 +17,22 @@ from torch import nn
 PACKAGE = "package"
 
 
-def create_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = PACKAGE,
-                    num_classes: int = 1) -> nn.Module:
-    """timm model ``name`` with ``num_classes`` outputs (0: features) and ``weights`` (None: random)."""
+def check_model(name: str) -> ModuleType:
+    """timm, once ``name`` is known to be one of its models; a clear error if it is not, or timm is missing."""
     try:
         import timm
     except ImportError:
         raise ImportError("backbones need timm: pip install 'inout-aug[bench]'") from None
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm model {name!r}: give a name from timm.list_models(), such as "
+                         "efficientnet_lite0 (its ImageNet weights come with the bench extra) or resnet50")
+    return timm
+
+
+def create_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = PACKAGE,
+                    num_classes: int = 1) -> nn.Module:
+    """timm model ``name`` with ``num_classes`` outputs (0: features) and ``weights`` (None: random)."""
+    timm = check_model(name)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes)
     if weights is None:
         return model

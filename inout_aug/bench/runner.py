@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from inout_aug.bench import metrics
+from inout_aug.bench.backbones import check_model
 from inout_aug.bench.classifier import create_classifier, predict, train_classifier
 from inout_aug.bench.config import BASELINE, CLASSIFIER, SEGDEC, UNBALANCED, BenchConfig
 from inout_aug.bench.data import BenchData, open_bench_data
@@ -158,6 +159,7 @@ class Benchmark:
                  log: Callable[[str], None] | None = None):
         self.config, self.out = config, Path(out)
         self.log = log or _stderr
+        check_model(config.model)  # now, not when the first run builds it
         self.data: BenchData = open_bench_data(data, config.image_size, config.val_fraction, config.layout,
                                                config.data_options, resize=config.resize, holdout=config.holdout)
         if not self.data.test.defects():  # checked now, not after the first run has trained

@@ -13,6 +13,7 @@ statement that no pixel is defective. Normal images have an all-False mask and `
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import re
@@ -538,7 +539,24 @@ def open_dataset(root: str | Path, layout: str | None = None, split: str = "all"
     name = layout if layout is not None else detect_layout(root)
     if name not in LAYOUTS:
         raise LayoutError(f"unknown layout {name!r}; choose one of {', '.join(LAYOUTS)}")
+    _check_options(name, options)
     return LAYOUTS[name](root, split, **options)
+
+
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    """Raise a :class:`LayoutError` for an option the layout ``name`` does not take, or a value of another kind
+    than its default's (an integer, a number, a flag)."""
+    taken = {p.name: p.default for p in inspect.signature(LAYOUTS[name].__init__).parameters.values()
+             if p.name not in ("self", "root", "split")}
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        valid = ", ".join(sorted(taken)) or "none"
+        raise LayoutError(f"the {name} layout takes no option {', '.join(unknown)} (its options: {valid})")
+    for key, value in options.items():
+        kind = type(taken[key])
+        if kind in (bool, int, float) and not (isinstance(value, kind) or (kind is float and isinstance(value, int))
+                                               ) or (kind is not bool and isinstance(value, bool)):
+            raise LayoutError(f"the {name} layout's option {key} must be like {taken[key]!r}, got {value!r}")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
