@@ -362,6 +362,8 @@ def test_bench_cli_writes_results_report_and_resumes(folder_data, tmp_path):
     assert record["training_set"]["counts"]["real"] == 6 and record["training_set"]["counts"]["augmented"] > 0
     assert record["training_set"]["normals"]["sha256"] and torch.__version__.startswith(record["versions"]["torch"])
     assert "commit" in record and "validation normals" in record["threshold"]["rule"]
+    flagged = sum(score >= record["threshold"]["value"] for score in record["scores"]["validation"])
+    assert record["threshold"]["rule"].endswith(f"validation normals ({flagged} of them)")
     assert record["dirty"] in (True, False, None) and "scikit-learn" in record["versions"]
     summary = (out / "summary.md").read_text()
     assert f"Source: {provenance([record] * 4)}." in summary  # the four runs came from this tree
