@@ -436,6 +436,12 @@ def ksdd_data(tmp_path_factory) -> Path:
     return root
 
 
+def test_a_validation_share_that_leaves_no_normal_on_either_side_is_refused(folder_data):
+    with pytest.raises(ValueError, match=r"val_fraction 0.99 of the \d+ normal images of the training split leaves "
+                                         r"0 to train on and \d+ to set the threshold: both need some"):
+        open_bench_data(folder_data, (40, 32), val_fraction=0.99)
+
+
 def test_a_holdout_keeps_each_kolektorsdd_item_whole(ksdd_data):
     data = open_bench_data(ksdd_data, (48, 48), val_fraction=0.2, holdout=0.5)
     train, test = ({r.group for r in view.records} for view in (data.train, data.test))

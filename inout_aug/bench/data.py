@@ -156,6 +156,9 @@ def open_bench_data(root: str | Path, size: tuple[int, int], val_fraction: float
         raise ValueError(f"{train!r} holds {len(normals)} normal images: a benchmark needs some to train on and "
                          "some to hold out for the decision threshold")
     kept, held_out = stratified_split(normals, val_fraction, VALIDATION_SEED)
+    if not kept or not held_out:
+        raise ValueError(f"val_fraction {val_fraction} of the {len(normals)} normal images of the training split "
+                         f"leaves {len(kept)} to train on and {len(held_out)} to set the threshold: both need some")
     cache: dict[str, dict[str, Any]] = {}
     return BenchData(
         train=ResizedView(train, kept + [r for r in records if r.label == 1], size, cache, resize),
