@@ -240,6 +240,16 @@ def test_mask_polygons_pad_dots_and_lines_to_three_points():
     assert len(mask_polygons(SHAPES["line"])[0]) == 3
 
 
+def test_an_entry_whose_mask_marks_no_pixel_is_a_weak_label(tmp_path):
+    masks = list(SHAPES.values())
+    bank = write_bank(tmp_path / "bank", [*masks, np.zeros_like(masks[0])], weak=1)
+    result = run("export", str(bank), "-f", "coco", "-o", str(tmp_path / "coco"))
+    assert result.exit_code == 0, result.output
+    assert f"{len(masks)} defect images" in result.output and "skipped 2 weak-label entries" in result.output
+    names = {image["file_name"] for image in json.loads((tmp_path / "coco" / "annotations.json").read_text())["images"]}
+    assert f"{len(masks):06d}.png" not in names  # not a defect image without a defect, nor a negative
+
+
 def test_normals_leave_out_generate_runs_inside_their_folder(shapes_bank, normals, tmp_path):
     made = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(normals / "defects"), "-n", "3")
     assert made.exit_code == 0, made.output

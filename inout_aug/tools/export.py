@@ -88,7 +88,6 @@ def export(bank: Bank | str | os.PathLike, out: str | os.PathLike, format: str, 
         raise FileExistsError(f"{target} is not empty: export to a new or empty folder (another --out"
                               f"{' or --category' if format == 'mvtec' else ''}), or delete {target} first")
     tick = progress or (lambda k: None)
-    weak = sum(record["mask"] is None for record in bank.records)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
     partial.mkdir()
@@ -106,7 +105,7 @@ def export(bank: Bank | str | os.PathLike, out: str | os.PathLike, format: str, 
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return Exported(target, format, defects, objects, len(normals), weak)
+    return Exported(target, format, defects, objects, len(normals), len(bank.records) - defects)
 
 
 def export_mvtec(bank: Bank, folder: Path, normals: Sequence[Path], defect_type: str | None, test_normals: float,
@@ -209,10 +208,11 @@ def mask_rle(mask: torch.Tensor | np.ndarray) -> dict[str, Any]:
 
 
 def _defects(bank: Bank, tick: Tick) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
-    """The bank's entries with a pixel mask, (record, (H, W) bool mask); ``tick(1)`` after each entry."""
+    """The bank's entries with a pixel mask that marks a pixel, (record, (H, W) bool mask); ``tick(1)`` after each
+    entry. An empty mask file is a weak label too: a defect somewhere, no pixel known."""
     for i, record in enumerate(bank.records):
         mask = bank.mask(i)
-        if mask is not None:
+        if mask is not None and mask.any():
             yield record, mask
         tick(1)
 
