@@ -452,6 +452,18 @@ def test_preview_of_a_plain_folder_skips_its_own_sheet(normals):
     assert read_image(normals / "preview.png").shape[-1] == 6 * 164 + 4
 
 
+def test_preview_frames_a_weak_label_in_red(tmp_path):
+    write_png(torch.full((3, 40, 40), 128, dtype=torch.uint8), tmp_path / "bank" / "images" / "000000.png")
+    record = {"index": 0, "image": "images/000000.png", "mask": None, "source": "txt2img", "augmenter": "diffusion",
+              "params": {}, "seed": 0, "drawn": {}}
+    (tmp_path / "bank" / "manifest.jsonl").write_text(json.dumps(record) + "\n")
+    assert run("preview", str(tmp_path / "bank")).exit_code == 0
+    sheet = read_image(tmp_path / "bank" / "preview.png").int()
+    image, overlay = sheet[:, 4:164, 4:164], sheet[:, 4:164, 168:328]  # the image, then its overlay tile
+    assert (overlay[0, :2] > overlay[1, :2] + 40).all() and torch.equal(overlay[:, 80, 80], image[:, 80, 80])
+    assert (image[0] - image[1]).abs().max() <= 1  # the image itself is grey
+
+
 def test_preview_of_a_file_a_missing_or_an_empty_folder_says_what_it_takes(normals, tmp_path):
     (tmp_path / "empty").mkdir()
     for path, text in [(normals / "n0.png", "is a file"), (tmp_path / "nope", "does not exist"),

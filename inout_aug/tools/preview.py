@@ -27,16 +27,26 @@ def _fit(image: torch.Tensor, tile: int) -> torch.Tensor:
     return canvas
 
 
+#: Width in pixels of the red frame that marks a weak label (a defect somewhere, no pixel known) on a sheet.
+WEAK_FRAME = 4
+
+
 def contact_sheet(images: list[torch.Tensor], masks: list[torch.Tensor | None],
-                  tile: int = 160, columns: int = 4) -> torch.Tensor:
-    """A (3, H, W) uint8 sheet: for each image, the image and the image with its mask in red."""
-    with_masks = any(m is not None for m in masks)
+                  tile: int = 160, columns: int = 4, weak: list[bool] | None = None) -> torch.Tensor:
+    """A (3, H, W) uint8 sheet: for each image, the image and the image with its mask in red; an image marked
+    ``weak`` (a defect without a pixel mask) gets a red frame instead."""
+    weak = weak or [False] * len(images)
+    with_masks = any(m is not None for m in masks) or any(weak)
     tiles = []
-    for image, mask in zip(images, masks):
+    for image, mask, frame in zip(images, masks, weak):
         shown = _fit(image, tile)
         tiles.append(shown)
         if with_masks:
-            fitted = None if mask is None else _fit(mask.to(torch.uint8)[None] * 255, tile)[0] > 127
+            if frame:
+                fitted = torch.ones((tile, tile), dtype=torch.bool)
+                fitted[WEAK_FRAME:-WEAK_FRAME, WEAK_FRAME:-WEAK_FRAME] = False
+            else:
+                fitted = None if mask is None else _fit(mask.to(torch.uint8)[None] * 255, tile)[0] > 127
             tiles.append(shown if fitted is None else draw_segmentation_masks(shown, fitted, alpha=0.45, colors="red"))
     return make_grid(tiles, nrow=columns * (2 if with_masks else 1), padding=4, pad_value=255)
 
@@ -49,8 +59,10 @@ def preview_folder(folder: str | os.PathLike, out: str | os.PathLike, limit: int
         what = "is a file" if root.exists() else "does not exist"
         raise FileNotFoundError(f"{root} {what}: preview takes a folder (generate's --out, or a folder of images)")
     records = read_manifest(root)
+    weak: list[bool] = []
     if records:
         pairs = [(root / r["image"], root / (r["mask"] or "")) for _, r in sorted(records.items())]
+        weak = [r["mask"] is None for _, r in sorted(records.items())][:limit]
     else:
         images_dir = root / "images" if (root / "images").is_dir() else root
         sheet = Path(out).resolve()
@@ -65,5 +77,5 @@ def preview_folder(folder: str | os.PathLike, out: str | os.PathLike, limit: int
     images = [read_image(image) for image, _ in pairs]
     masks = [read_image(mask)[0] >= 128 if mask.is_file() else None for _, mask in pairs]
     out = Path(out)
-    write_png(contact_sheet(images, masks, tile=tile, columns=columns), out)
+    write_png(contact_sheet(images, masks, tile=tile, columns=columns, weak=weak), out)
     return out
