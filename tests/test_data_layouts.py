@@ -282,6 +282,20 @@ def test_a_jpeg_mask_is_read_at_half_level_where_its_compression_smears_the_edge
     assert int(read_mask(tmp_path / "m.png", 1).sum()) == 625  # a lossless mask keeps the layout's threshold
 
 
+def test_an_empty_kolektorsdd_item_folder_shifts_no_fold(tmp_path):
+    root = make_ksdd(tmp_path)
+    before = KolektorSDD(root).item_folds()
+    (root / "kos99").mkdir()
+    assert KolektorSDD(root).item_folds() == before
+
+
+def test_a_magnetic_tile_class_without_jpeg_images_is_pointed_out(tmp_path):
+    root = make_magnetic_tile(tmp_path)
+    write_image(root / "MT_Crack" / "Imgs" / "c0.png")  # a class whose images are not .jpg
+    with pytest.warns(UserWarning, match="magnetic_tile: MT_Crack is left out: it holds no .jpg image in an Imgs/"):
+        MagneticTile(root)
+
+
 def test_a_layout_option_it_does_not_take_or_of_another_kind_is_refused(tmp_path):
     root = make_ksdd(tmp_path)
     assert len(open_dataset(root, split="test", folds=2, fold=1)) < len(open_dataset(root))  # options taken

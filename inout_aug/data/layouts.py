@@ -340,7 +340,8 @@ class KolektorSDD(Layout):
 
     @classmethod
     def _items(cls, root: Path) -> list[Path]:
-        return [d for d in _subfolders(root) if cls._ITEM.fullmatch(d.name)]
+        """The item folders that hold a part (an empty one would shift every other item's fold)."""
+        return [d for d in _subfolders(root) if cls._ITEM.fullmatch(d.name) and any(d.glob("*_label.bmp"))]
 
     @classmethod
     def matches(cls, root: Path) -> bool:
@@ -455,7 +456,8 @@ class MagneticTile(StratifiedLayout):
                 continue
             normal = folder.name == self.normal_class
             defect_type = "normal" if normal else folder.name.removeprefix("MT_")
-            for image in _images(folder / "Imgs"):
+            found = len(records)
+            for image in _images(folder / "Imgs") if (folder / "Imgs").is_dir() else []:
                 if image.suffix.lower() not in (".jpg", ".jpeg"):
                     continue
                 mask = image.with_suffix(".png")
@@ -464,6 +466,9 @@ class MagneticTile(StratifiedLayout):
                         raise LayoutError(f"magnetic_tile: no mask for {image} (expected {mask})")
                     mask = None
                 records.append(Record(image, mask, int(not normal), defect_type, f"{folder.name}/{image.stem}"))
+            if len(records) == found:
+                warnings.warn(f"magnetic_tile: {folder.name} is left out: it holds no .jpg image in an Imgs/ folder",
+                              stacklevel=3)
         return records
 
 
