@@ -147,6 +147,12 @@ def test_lora_fuses_every_saved_layer_at_its_scale(trained, base):
     assert all(torch.equal(after[k], before[k]) for k in before if k not in changed)
 
 
+def test_a_txt2img_checkpoint_for_inpainting_names_the_mode_that_takes_it(base):
+    with pytest.raises(ValueError, match=r"is not an inpainting checkpoint \(UNet with 9 input channels\): its UNet "
+                                         r"takes 4 input channels; use mode='txt2img' \(-p mode=txt2img\)"):
+        sd.load_pipeline(base, inpaint=True)
+
+
 def test_lora_changes_output_and_reloads_identically(trained, base):
     plain = sd.generate(sd.load_pipeline(base), "sks defect", num_images=2, **TXT)
     with_lora = sd.generate(sd.load_lora(sd.load_pipeline(base), trained), "sks defect", num_images=2, **TXT)

@@ -174,7 +174,9 @@ def load_pipeline(checkpoint: str | os.PathLike, *, inpaint: bool = False, devic
     channels = pipeline.unet.config.in_channels
     if inpaint != (channels == 9):
         wanted = "an inpainting checkpoint (UNet with 9 input channels)" if inpaint else "a txt2img checkpoint"
-        raise ValueError(f"{path} is not {wanted}: its UNet takes {channels} input channels")
+        other = ("mode='txt2img' (-p mode=txt2img) for whole new images, or give an inpainting checkpoint" if inpaint
+                 else "mode='inpaint' for an inpainting checkpoint")
+        raise ValueError(f"{path} is not {wanted}: its UNet takes {channels} input channels; use {other}")
     pipeline.register_to_config(_name_or_path=str(path.resolve()))
     pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config,
                                                                  algorithm_type="dpmsolver++")
