@@ -495,6 +495,9 @@ def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path, m
     (untrained / "settings.json").write_text(json.dumps({"ddpm_preset": "other"}))
     resumed = _bench(folder_data, tmp_path, "--methods", "diffusion", "--settings", "few", "--seeds", "1")
     assert resumed.exit_code == 0, resumed.output  # its settings are not the lock of a model never made
+    smaller = _bench(folder_data, tmp_path, "--methods", "diffusion", "--settings", "few", "--set", "bank_size=2")
+    assert smaller.exit_code == 1 and "holds 4 defects from an earlier sweep, more than bank_size=2: give " \
+        "bank_size=4 or more" in smaller.output
     (tmp_path / "runs" / "diffusion-few2-seed0.json").unlink()  # killed after its bank was made
     monkeypatch.chdir(tmp_path.parent)
     again = _bench(folder_data, tmp_path.name, "--methods", "diffusion", "--settings", "few")

@@ -29,6 +29,7 @@ from inout_aug.core.augmenter import Augmenter, mix_seed
 from inout_aug.core.io import LOCKING, lock, write_png, write_text
 from inout_aug.core.registry import create, list_augmenters
 from inout_aug.data.layouts import Record, open_dataset, read_mask
+from inout_aug.data.manifest import read_manifest
 from inout_aug.data.training import TrainingSet, choose_defects
 
 #: Methods without an augmenter.
@@ -375,6 +376,10 @@ class Benchmark:
             if mask.any():  # an empty mask has no shape to paint
                 write_png(mask[None].to(torch.uint8) * 255, folder / "masks" / f"{i:02d}-{record.image.stem}.png")
         folder = Path(os.path.abspath(folder))  # run.json records these paths: the same wherever --out is given from
+        made = len(read_manifest(folder / "bank")) if (folder / "bank").is_dir() else 0
+        if made > self.config.bank_size:
+            raise ValueError(f"{folder / 'bank'} holds {made} defects from an earlier sweep, more than bank_size="
+                             f"{self.config.bank_size}: give bank_size={made} or more, or another --out")
         params = {"model": str(folder / "ddpm"), "backend": "ddpm", "masks": str(folder / "masks"),
                   "steps": self.config.diffusion_steps}
         with GenerationJob("diffusion", train.root, folder / "bank", n=self.config.bank_size,
