@@ -130,7 +130,9 @@ FAULTY_MODULE = """
 
         def __init__(self, p=1.0, *, radius: int = 3, seed=None, generator=None):
             super().__init__(p=p, seed=seed, generator=generator)
-            if radius <= 0:
+            if radius == 0:
+                raise FileNotFoundError("ring.png not found: put it beside the plugin")
+            if radius < 0:
                 raise ValueError("radius must be positive")
 
         def make_params(self, image):

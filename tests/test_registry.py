@@ -64,6 +64,8 @@ def test_a_plugins_errors_name_the_plugin(site):
     make_distribution(site, "fake-faulty", "fake_faulty", FAULTY_MODULE, FAULTY_ENTRIES)
     with pytest.raises(ValueError, match=r"^augmenter 'ring' \(from 'fake-faulty'\): radius must be positive$"):
         inout_aug.create("ring", radius=-1)
+    with pytest.raises(FileNotFoundError, match=r"^augmenter 'ring' \(from 'fake-faulty'\): ring.png not found"):
+        inout_aug.create("ring", radius=0)  # a message of any type the plugin raises on purpose
     with pytest.raises(PluginError, match=r"augmenter 'broken_init' from 'fake-faulty' failed to build \(KeyError: "
                                           r"'setting'\): a bug of 'fake-faulty', to report to its authors"):
         inout_aug.create("broken_init")

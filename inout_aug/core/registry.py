@@ -227,16 +227,16 @@ def create(name: str, **params: Any) -> Augmenter:
     plugin = found.source != OWN_DISTRIBUTION
     try:
         augmenter = cls(**params)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:
         if raised_on_purpose(exc):  # the augmenter's own message; a plugin's is raised here, naming the plugin
             if not plugin:
                 raise
             raise _same_kind(exc, f"augmenter {name!r} (from {found.source!r}): {exc}") from exc
-        given = ", ".join(f"{key}={value!r}" for key, value in params.items()) or "no parameters"
-        raise _same_kind(exc, f"augmenter {name!r} failed to build from {given}: {exc}; check those values "
-                              f"(`inout-aug info {name}` shows what each parameter takes), and if they are right, "
-                              "report it as a bug of the augmenter") from exc
-    except Exception as exc:
+        if isinstance(exc, (TypeError, ValueError)):  # most likely a value it could not convert or unpack
+            given = ", ".join(f"{key}={value!r}" for key, value in params.items()) or "no parameters"
+            raise _same_kind(exc, f"augmenter {name!r} failed to build from {given}: {exc}; check those values "
+                                  f"(`inout-aug info {name}` shows what each parameter takes), and if they are right, "
+                                  "report it as a bug of the augmenter") from exc
         if not plugin:
             raise
         raise PluginError(f"augmenter {name!r} from {found.source!r} failed to build ({type(exc).__name__}: {exc}): "
@@ -245,8 +245,8 @@ def create(name: str, **params: Any) -> Augmenter:
     return augmenter
 
 
-def _same_kind(exc: TypeError | ValueError, message: str) -> Exception:
-    """An exception of ``exc``'s type with ``message``, or of its built-in base where that type takes other
+def _same_kind(exc: Exception, message: str) -> Exception:
+    """An exception of ``exc``'s type with ``message``, or a TypeError or ValueError where that type takes other
     arguments."""
     try:
         return type(exc)(message)
