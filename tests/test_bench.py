@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -499,6 +500,11 @@ def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path, m
     assert smaller.exit_code == 1 and "holds 4 defects from an earlier sweep, more than bank_size=2: give " \
         "bank_size=4 or more" in smaller.output
     (tmp_path / "runs" / "diffusion-few2-seed0.json").unlink()  # killed after its bank was made
+    run_file = bank / "bank" / "run.json"
+    settings = json.loads(run_file.read_text())
+    for key in ("model", "masks"):  # as a sweep begun before bank paths were absolute recorded them
+        settings["params"][key] = os.path.relpath(settings["params"][key], tmp_path.parent)
+    run_file.write_text(json.dumps(settings))
     monkeypatch.chdir(tmp_path.parent)
     again = _bench(folder_data, tmp_path.name, "--methods", "diffusion", "--settings", "few")
     assert again.exit_code == 0, again.output  # the bank resumes from --out spelled another way

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 import inout_aug
 from helpers import FAULTY_ENTRIES, FAULTY_MODULE, TOY_MODULE, gradient_image, kill_after, make_distribution
 from inout_aug.core import registry
-from inout_aug.core.io import read_image, write_png
+from inout_aug.core.io import lock, read_image, write_png
 from inout_aug.tools.generate import GenerationJob
 from inout_aug.tools.surfaces import make_surfaces
 from inout_aug_cli.main import cli
@@ -217,6 +218,11 @@ def test_a_run_that_failed_before_its_first_output_may_begin_again_with_other_se
     assert result.exit_code == 0, result.output
     assert json.loads((out / "run.json").read_text())["augmenter"] == "memseg"
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 2
+    shards = tmp_path / "shards"
+    assert run("generate", "-a", "ring", "-i", str(normals), "-o", str(shards), "--shard", "1/2").exit_code == 1
+    with closing(lock(shards / ".lock.shard-1-of-2")):  # that shard runs again, and has made nothing yet
+        other = run("generate", "-a", "memseg", "-i", str(normals), "-o", str(shards), "--shard", "0/2")
+    assert other.exit_code == 1 and "holds a run with other settings" in other.output  # not begun again under it
 
 
 @pytest.mark.parametrize(

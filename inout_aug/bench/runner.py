@@ -375,12 +375,12 @@ class Benchmark:
             mask = read_mask(record.mask, train.mask_threshold)
             if mask.any():  # an empty mask has no shape to paint
                 write_png(mask[None].to(torch.uint8) * 255, folder / "masks" / f"{i:02d}-{record.image.stem}.png")
-        folder = Path(os.path.abspath(folder))  # run.json records these paths: the same wherever --out is given from
         made = len(read_manifest(folder / "bank")) if (folder / "bank").is_dir() else 0
         if made > self.config.bank_size:
             raise ValueError(f"{folder / 'bank'} holds {made} defects from an earlier sweep, more than bank_size="
                              f"{self.config.bank_size}: give bank_size={made} or more, or another --out")
-        params = {"model": str(folder / "ddpm"), "backend": "ddpm", "masks": str(folder / "masks"),
+        params = {"model": _bank_path(folder, "ddpm", "model"), "backend": "ddpm",
+                  "masks": _bank_path(folder, "masks", "masks"),
                   "steps": self.config.diffusion_steps}
         with GenerationJob("diffusion", train.root, folder / "bank", n=self.config.bank_size,
                            seed=mix_seed(seed, "bank"), params=params,
@@ -389,6 +389,19 @@ class Benchmark:
                 self.log(f"ddpm bank {folder.name}: sampling {len(job.todo)} defects")
                 job.run(batch_size=8)
         return folder / "bank"
+
+
+def _bank_path(folder: Path, name: str, key: str) -> str:
+    """The path of ``folder/name`` for the parameter ``key`` of a bank's run.json: absolute, so that a sweep
+    resumes with --out spelled another way, or as an earlier sweep recorded it (relative, before paths were made
+    absolute) where that still names the same folder, so that its bank resumes too."""
+    path = Path(os.path.abspath(folder / name))
+    try:
+        recorded = Path(json.loads((folder / "bank" / "run.json").read_text(encoding="utf-8"))["params"][key])
+    except (OSError, ValueError, KeyError, TypeError):  # no bank yet, or not one this code can read
+        return str(path)
+    same = path.exists() and recorded.exists() and os.path.samefile(recorded, path)
+    return str(recorded) if same and not recorded.is_absolute() else str(path)
 
 
 def fold_benchmarks(config: BenchConfig, data: str | Path, out: str | Path,

@@ -116,6 +116,17 @@ class GenerationJob:
         own_manifest = temporary.name.startswith(f".{manifest_name(self.shard)}.")
         return n == 1 or own_manifest or (number.isdigit() and int(number) % n == k)
 
+    def _others_at_work(self) -> bool:
+        """Whether another process holds a lock on this output folder (another shard, or an unsharded run)."""
+        own = Path(self._lock.name).name
+        for flag in self.out.glob(".lock*"):
+            if flag.name != own:
+                handle = lock(flag)
+                if handle is None:
+                    return True
+                handle.close()
+        return False
+
     def _is_output(self, path: Path) -> bool:
         """Whether ``path`` is one of this run's outputs (images/, masks/, a preview beside them)."""
         return path.parent == self.out or any(self.out / d in path.parents for d in ("images", "masks"))
@@ -160,8 +171,8 @@ class GenerationJob:
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
                 raise GenerationError(f"{run_file} is corrupt ({exc}); delete it or use another --out") from exc
-            if not read_manifest(self.out):  # a run that failed before its first output: begun again, as asked now
-                previous = settings
+            if not read_manifest(self.out) and not self._others_at_work():
+                previous = settings  # a run that failed before its first output, and no shard of it is running
             if previous.get("sources") != settings["sources"] and self.sources != self._every_source:
                 # A run begun when other generate folders below the input were still read keeps its inputs.
                 every = self._settings(root, self._every_source)
@@ -340,7 +351,8 @@ def _absolute(path: str | os.PathLike) -> Path:
 
 
 def _lock(out: Path, shard: tuple[int, int]) -> IO:
-    """Hold an exclusive lock on ``out/.lock`` (per shard; where the platform has flock); refuse one in use."""
+    """Hold an exclusive lock on ``out/.lock`` (per shard: ``.lock.shard-K-of-N``; where the platform has flock);
+    refuse one in use."""
     handle = lock(out / (".lock" if shard[1] == 1 else f".lock.shard-{shard[0]}-of-{shard[1]}"))
     if handle is None:
         raise GenerationError(f"another run is writing to {out}; wait for it or use another --out")
