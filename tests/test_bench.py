@@ -441,6 +441,8 @@ def test_a_validation_share_that_leaves_no_normal_on_either_side_is_refused(fold
     with pytest.raises(ValueError, match=r"val_fraction 0.99 of the \d+ normal images of the training split leaves "
                                          r"0 to train on and \d+ to set the threshold: both need some"):
         open_bench_data(folder_data, (40, 32), val_fraction=0.99)
+    with pytest.raises(ValueError, match=r"leaves \d+ to train on and 0 to set the threshold"):
+        open_bench_data(folder_data, (40, 32), val_fraction=0.01)
 
 
 def test_a_holdout_keeps_each_kolektorsdd_item_whole(ksdd_data):
@@ -596,9 +598,11 @@ def test_bench_cli_errors_are_one_line(folder_data, tmp_path):
 
 
 def test_a_sweep_the_data_cannot_score_or_train_is_refused_before_any_run(tmp_path):
-    from test_data_layouts import make_mvtec_category
+    from test_data_layouts import make_mvtec_category, write_image
 
     mvtec = make_mvtec_category(tmp_path / "bottle")  # a training split without defects
+    for i in range(3, 12):  # normals enough to hold some out
+        write_image(mvtec / "train" / "good" / f"{i:03d}.png", mode="RGB")
     few = _bench(mvtec, tmp_path / "few", "--methods", "memseg", "--settings", "zero,few")
     assert few.exit_code == 1 and "few-shot trains on real defects, and the split holds no defective image" in \
         few.output and not (tmp_path / "few" / "runs").exists()
