@@ -306,8 +306,10 @@ def finetune(backend: str, data: Path, out: Path, setting: str, shots: int, defe
                            layout=None if layout == "auto" else layout, split=split,
                            data_options=parse_params(data_pairs, "--data-option"), preset=preset,
                            overrides=parse_params(set_pairs, "--set"), checkpoint=checkpoint, seed=seed)
-    use = f"-p model={written}" if backend == "ddpm" else f"-p backend=sd -p model={checkpoint} -p lora={written}"
-    click.echo(f"model in {written}; use it with: inout-aug generate -a diffusion {use} ...")
+    use = f"-p model={written}" if backend == "ddpm" else \
+        f"-p backend=sd -p mode=txt2img -p model={checkpoint} -p lora={written}"
+    tail = "" if backend == "ddpm" else " (or -p mode=inpaint with an inpainting checkpoint as the model)"
+    click.echo(f"model in {written}; use it with: inout-aug generate -a diffusion {use} ...{tail}")
 
 
 def _csv(text: str | None, kind: Callable[[str], Any] = str) -> tuple | None:

@@ -132,6 +132,8 @@ FAULTY_MODULE = """
             super().__init__(p=p, seed=seed, generator=generator)
             if radius == 0:
                 raise FileNotFoundError("ring.png not found: put it beside the plugin")
+            if radius == 99:
+                open("no-such-ring-file.png")  # a file the user named that is not there
             if radius < 0:
                 raise ValueError("radius must be positive")
 

@@ -122,6 +122,9 @@ def test_plan_runs_every_combination_and_says_why_some_cannot_run():
         plan(BenchConfig.preset("cpu", methods=("nope*",)))
     named = plan(BenchConfig.preset("cpu", methods=("inout@0.25",), settings=("few",), seeds=(0,)))[0]
     assert [(r.method, r.in_ratio, r.augmenter_name) for r in named] == [("inout@0.25", 0.25, "inout")]
+    once = plan(BenchConfig.preset("cpu", methods=("inout@.25", "inout@0.5"), in_ratios=(0.25, 0.5, 0.75),
+                                   settings=("few",), seeds=(0,)))[0]
+    assert [r.method for r in once] == ["inout@0.25", "inout@0.5", "inout@0.75"]  # each ratio runs once
     with pytest.raises(ValueError, match="method_params names 'memsge', not a registered augmenter"):
         plan(BenchConfig.preset("cpu", method_params={"memsge": {"threshold": 0.4}}))
     for method in ("inout+memseg@1.5", "inout@abc", "memseg@0.5"):  # refused when planned, not when its run starts

@@ -287,6 +287,9 @@ def test_an_empty_kolektorsdd_item_folder_shifts_no_fold(tmp_path):
     before = KolektorSDD(root).item_folds()
     (root / "kos99").mkdir()
     assert KolektorSDD(root).item_folds() == before
+    write_image(root / "kos98" / "Part0.jpg")  # a half-copied item: its image but no label file
+    with pytest.raises(LayoutError, match=r"kos98"):
+        KolektorSDD(root)
 
 
 def test_a_magnetic_tile_class_without_jpeg_images_is_pointed_out(tmp_path):

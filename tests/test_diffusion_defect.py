@@ -126,7 +126,7 @@ def test_real_masks_from_a_dataset_carry_their_defect_types_and_one_type_can_be_
         RealMasks(tmp_path, defect_type="hole", split="all")
 
 
-def test_real_masks_from_a_dataset_are_the_training_splits_by_default(tmp_path):
+def test_real_masks_of_the_training_and_test_splits_share_no_defect(tmp_path):
     for i in range(10):
         mask = torch.zeros(1, 30, 30, dtype=torch.uint8)
         mask[:, 2:3 + i, 2:4] = 255  # a defect i + 1 pixels tall: each one's shape tells which it is

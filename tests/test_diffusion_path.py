@@ -38,14 +38,13 @@ def test_finetune_then_txt2img_bank_then_compose(setup):
     root, data, base, _ = setup
     done = run("finetune", "--backend", "sd", "--checkpoint", str(base), "--data", str(data), "--shots", "2",
                "--preset", "smoke", "--out", str(root / "lora"), "-d", "test_fraction=0.25")
-    assert f"use it with: inout-aug generate -a diffusion -p backend=sd -p model={base} -p lora={root / 'lora'}" \
-        in done.output  # the command that works
+    hint = f"-p backend=sd -p mode=txt2img -p model={base} -p lora={root / 'lora'}"
+    assert f"use it with: inout-aug generate -a diffusion {hint} ..." in done.output
     record = json.loads((root / "lora" / "training_data.json").read_text())
     assert record["backend"] == "sd" and len(record["files"]) == 2
     assert all("/defect/" in f["image"] for f in record["files"])
     bank = root / "bank-txt2img"
-    run("generate", "-a", "diffusion", "-p", "backend=sd", "-p", f"model={base}", "-p", f"lora={root / 'lora'}",
-        "-p", "mode=txt2img", "-p", "steps=2", "-i", str(data), "-o", str(bank), "-n", "3")
+    run("generate", "-a", "diffusion", *hint.split(), "-p", "steps=2", "-i", str(data), "-o", str(bank), "-n", "3")
     records = [json.loads(line) for line in (bank / "manifest.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(r["mask"] is None for r in records)
     drawn = records[0]["drawn"]

@@ -66,6 +66,9 @@ def test_a_plugins_errors_name_the_plugin(site):
         inout_aug.create("ring", radius=-1)
     with pytest.raises(FileNotFoundError, match=r"^augmenter 'ring' \(from 'fake-faulty'\): ring.png not found"):
         inout_aug.create("ring", radius=0)  # a message of any type the plugin raises on purpose
+    with pytest.raises(FileNotFoundError) as missing:  # a file error names its file: not the plugin's bug
+        inout_aug.create("ring", radius=99)
+    assert missing.value.filename == "no-such-ring-file.png"
     with pytest.raises(PluginError, match=r"augmenter 'broken_init' from 'fake-faulty' failed to build \(KeyError: "
                                           r"'setting'\): a bug of 'fake-faulty', to report to its authors"):
         inout_aug.create("broken_init")

@@ -37,7 +37,7 @@ PLAIN = (BASELINE, UNBALANCED)
 NO_POSITIVES = "no positives: without real defects or an augmenter there is no defect to learn"
 NOT_FULL = "full-shot runs only full_methods ({}), the reference the few-shot methods are measured against"
 NO_REAL_DEFECTS = "transplant copies real defects, and zero-shot has none"
-NO_SLOT = ("no made defect: its real defects, flipped, already fill {share:.0%} of the training set (positive_fraction "
+NO_SLOT = ("no made defect: the real defects already fill {share:.0%} of the training set (positive_fraction "
            "{wanted:g}), so it would train exactly as none")
 NOT_PADDED = "transplant pastes defects at their size relative to the image, which needs resize='pad'"
 NO_SD_WEIGHTS = (
@@ -110,12 +110,14 @@ def methods_of(config: BenchConfig) -> list[str]:
             if not valid:
                 raise ValueError(f"{pattern!r}: @r sets InOutMix's in_ratio, a number in [0, 1]: inout@0.25 or "
                                  "inout+X@0.25")
+        if at:
+            pattern = f"{mixer}@{float(ratio):g}"  # inout@.5 and inout@0.5 are one method
         found = [pattern] if pattern in PLAIN or in_side or at else list_augmenters(pattern)
         if not found:
             raise ValueError(f"no registered augmenter matches {pattern!r}; registered: "
                              f"{', '.join(list_augmenters())} (see `inout-aug list`)")
         names += [n for n in found if n not in names]
-    return names + [f"inout@{r:g}" for r in config.in_ratios]
+    return names + [name for name in (f"inout@{r:g}" for r in config.in_ratios) if name not in names]
 
 
 def skip_reason(method: str, setting: str, config: BenchConfig) -> str | None:

@@ -237,7 +237,7 @@ def create(name: str, **params: Any) -> Augmenter:
             raise _same_kind(exc, f"augmenter {name!r} failed to build from {given}: {exc}; check those values "
                                   f"(`inout-aug info {name}` shows what each parameter takes), and if they are right, "
                                   "report it as a bug of the augmenter") from exc
-        if not plugin:
+        if not plugin or (isinstance(exc, OSError) and exc.filename is not None):  # a file the user named, say
             raise
         raise PluginError(f"augmenter {name!r} from {found.source!r} failed to build ({type(exc).__name__}: {exc}): "
                           f"a bug of {found.source!r}, to report to its authors") from exc

@@ -340,8 +340,8 @@ class KolektorSDD(Layout):
 
     @classmethod
     def _items(cls, root: Path) -> list[Path]:
-        """The item folders that hold a part (an empty one would shift every other item's fold)."""
-        return [d for d in _subfolders(root) if cls._ITEM.fullmatch(d.name) and any(d.glob("*_label.bmp"))]
+        """The item folders that hold an image (an empty one would shift every other item's fold)."""
+        return [d for d in _subfolders(root) if cls._ITEM.fullmatch(d.name) and _images(d)]
 
     @classmethod
     def matches(cls, root: Path) -> bool:

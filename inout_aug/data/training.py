@@ -209,7 +209,7 @@ def choose_defects(defects: list[Record], setting: str, shots: int | None = None
         raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
     if setting == "zero":
         return []
-    if setting != "zero" and not defects:
+    if not defects:
         raise ValueError(f"{setting}-shot trains on real defects, and the split holds no defective image (MVTec AD's "
                          "training split has none, for one): use zero-shot, or a split or data set with defects")
     if setting == "full":

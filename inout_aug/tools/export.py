@@ -71,9 +71,11 @@ def export(bank: Bank | str | os.PathLike, out: str | os.PathLike, format: str, 
     if format != "mvtec" and (category is not None or test_normals is not None):
         raise ValueError(f"category and test_normals (--category, --test-normals) apply to mvtec, not to {format}")
     bank = bank if isinstance(bank, Bank) else Bank(bank, cache=False)
-    types = sorted({_defect_type(record, defect_type) for record in bank.records if record["mask"] is not None})
+    marked = [record for i, record in enumerate(bank.records) if record["mask"] is not None and bank.mask(i).any()]
+    types = sorted({_defect_type(record, defect_type) for record in marked})
     if not types:
-        raise ValueError(f"the bank {bank.path} holds only weak labels (no pixel masks): nothing to export as {format}")
+        raise ValueError(f"the bank {bank.path} holds only weak labels (no pixel marked): nothing to export as "
+                         f"{format}")
     target = Path(os.path.abspath(out))
     if format == "mvtec":
         category = _folder_name(category or Path(os.path.abspath(bank.path)).name, "category")
