@@ -304,8 +304,8 @@ def test_a_layout_option_it_does_not_take_or_of_another_kind_is_refused(tmp_path
     assert len(open_dataset(root, split="test", folds=2, fold=1)) < len(open_dataset(root))  # options taken
     for options, text in [({"foo": 1}, "the ksdd layout takes no option foo (its options: fold, folds, seed, "
                                        "transform)"),
-                          ({"folds": "x"}, "the ksdd layout's option folds must be like 3, got 'x'"),
-                          ({"folds": 2.5}, "option folds must be like 3, got 2.5")]:
+                          ({"folds": "x"}, "the ksdd layout's option folds must be an integer, got 'x'"),
+                          ({"folds": 2.5}, "option folds must be an integer, got 2.5")]:
         with pytest.raises(LayoutError, match=text.replace("(", r"\(").replace(")", r"\)")):
             open_dataset(root, **options)
 

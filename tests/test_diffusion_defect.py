@@ -188,7 +188,7 @@ def test_settings_that_mean_nothing_for_the_source_are_refused(bank, tmp_path):
         DiffusionDefect(model=str(tmp_path), steps=2.7)
     with pytest.raises(ValueError, match="lora= and lora_scale= apply to the sd backend"):
         DiffusionDefect(model=str(tmp_path), lora_scale=0.5)
-    with pytest.raises(ValueError, match="guidance must be a number, got 'abc'"):
+    with pytest.raises(ValueError, match="guidance must be a finite number, got 'abc'"):
         DiffusionDefect(model=str(tmp_path), guidance="abc")
     with pytest.raises(ValueError, match="device must be a torch device such as 'cpu' or 'cuda', got 'foo'"):
         DiffusionDefect(model=str(tmp_path), device="foo")

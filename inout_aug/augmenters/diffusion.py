@@ -13,6 +13,7 @@ from inout_aug.augmenters.memseg.noise import perlin_masks
 from inout_aug.core.augmenter import Augmenter, Made, Outcome, mix_seed
 from inout_aug.core.io import digest
 from inout_aug.core.sample import as_bytes, as_float, match_channels
+from inout_aug.core.settings import kind_mismatch
 from inout_aug.data.bank import Bank
 from inout_aug.data.masks import RealMasks
 
@@ -113,13 +114,14 @@ class DiffusionDefect(Augmenter):
             raise ValueError("prompt and negative_prompt apply to the sd backend; a ddpm model takes no prompt")
         if mode == "txt2img" and masks is not None:
             raise ValueError("masks= place inpainted defects; txt2img makes whole images (weak labels), without masks")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
-            raise ValueError(f"steps must be an integer, got {steps!r}")
+        numbers = (("steps", steps, int), ("guidance", guidance, float), ("lora_scale", lora_scale, float))
+        for key, value, kind in numbers:
+            wanted = None if value is None else kind_mismatch(value, kind)
+            if wanted:
+                raise ValueError(f"{key} must be {wanted}, got {value!r}")
         steps = 25 if steps is None else steps
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))):
-            raise ValueError(f"guidance must be a number, got {guidance!r}")
         device = device or "cpu"
         if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under accelerate or torchrun
             device = f"cuda:{os.environ['LOCAL_RANK']}"

@@ -9,7 +9,7 @@ from typing import Any
 
 from inout_aug.bench.data import RESIZE_MODES
 from inout_aug.core.augmenter import check_probability
-from inout_aug.core.settings import settings_from_dict, settings_from_preset
+from inout_aug.core.settings import kind_mismatch, settings_from_dict, settings_from_preset
 from inout_aug.data.training import SETTINGS
 
 #: The methods every benchmark knows; any other registered augmenter name is a method too. ``none`` is the baseline
@@ -161,8 +161,8 @@ def _names(name: str, value: Any, integers: bool = False, numbers: bool = False)
         items = tuple(value)
     except TypeError:
         raise ValueError(f"{name} must be a list, e.g. {name}=a,b, got {value!r}") from None
-    kind = int if integers else (int, float) if numbers else str
-    if not all(isinstance(item, kind) and not isinstance(item, bool) for item in items):
+    kind = int if integers else float if numbers else None
+    if not all(kind_mismatch(item, kind) is None if kind else isinstance(item, str) for item in items):
         raise ValueError(f"{name} must be a list of {'integers' if integers else 'numbers' if numbers else 'names'}"
                          f", got {value!r}")
     repeated = sorted({str(item) for item in items if items.count(item) > 1})

@@ -39,19 +39,25 @@ def _check_kinds(cls: type, values: Mapping[str, Any], what: str) -> None:
     for key, value in values.items():
         annotation = str(fields[key].type).replace(" ", "")
         optional = annotation.endswith("|None")
-        kind = type(fields[key].default) if fields[key].default is not None else \
+        default = fields[key].default
+        kind = type(default) if default is not None else \
             kinds.get(annotation.removesuffix("|None"))  # an optional setting: its kind from its annotation
-        if kind not in (bool, int, float) or (value is None and optional):
-            continue
-        if kind is bool:
-            fits, wanted = isinstance(value, bool), "True or False"
-        elif kind is int:
-            fits, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        else:
-            fits = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            wanted = "a finite number"
-        if not fits:
+        wanted = None if value is None and optional else kind_mismatch(value, kind)
+        if wanted:
             raise SettingsError(f"{what + ' ' if what else ''}setting {key} must be {wanted}, got {value!r}")
+
+
+def kind_mismatch(value: Any, kind: type | None) -> str | None:
+    """What ``value`` should be when it is not of ``kind`` (bool: a flag, int: an integer, float: a finite number,
+    an int too), else None; None for any other kind, which is not checked here."""
+    if kind is bool:
+        return None if isinstance(value, bool) else "True or False"
+    if kind is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if kind is float:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if number else "a finite number"
+    return None
 
 
 def settings_from_preset(cls: type[T], presets: Mapping[str, Mapping[str, Any]], name: str,

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from inout_aug.core.io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
+from inout_aug.core.settings import kind_mismatch
 
 
 class LayoutError(ValueError):
@@ -558,10 +559,9 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
         valid = ", ".join(sorted(taken)) or "none"
         raise LayoutError(f"the {name} layout takes no option {', '.join(unknown)} (its options: {valid})")
     for key, value in options.items():
-        kind = type(taken[key])
-        if kind in (bool, int, float) and not (isinstance(value, kind) or (kind is float and isinstance(value, int))
-                                               ) or (kind is not bool and isinstance(value, bool)):
-            raise LayoutError(f"the {name} layout's option {key} must be like {taken[key]!r}, got {value!r}")
+        wanted = kind_mismatch(value, type(taken[key]))
+        if wanted:
+            raise LayoutError(f"the {name} layout's option {key} must be {wanted}, got {value!r}")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
