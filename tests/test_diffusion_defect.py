@@ -137,6 +137,12 @@ def test_real_masks_of_the_training_and_test_splits_share_no_defect(tmp_path):
                for split in ("train", "test", "all")}
     assert heights["all"] == list(range(1, 11)) and heights["train"] and heights["test"]
     assert sorted(heights["train"] + heights["test"]) == heights["all"]  # no test defect's shape is drawn
+    options = {"test_fraction": 0.5, "seed": 3}  # the split a training run was given decides the masks' split
+    mine = {split: sorted(shape.shape[0] for shape in RealMasks(tmp_path, split=split, options=options).shapes)
+            for split in ("train", "test")}
+    assert mine["train"] != heights["train"] and sorted(mine["train"] + mine["test"]) == heights["all"]
+    with pytest.raises(ValueError, match="dataset options need a dataset"):
+        RealMasks(tmp_path / "masks", options=options)
 
 
 def test_the_cards_compose_line_with_a_bank(bank):
@@ -179,8 +185,8 @@ def test_settings_that_mean_nothing_for_the_source_are_refused(bank, tmp_path):
         DiffusionDefect(bank=str(bank), prompt="a scratch", lora="x.safetensors")
     with pytest.raises(ValueError, match=r"fit mean\(s\) nothing with model="):
         DiffusionDefect(model=str(tmp_path), fit="crop")
-    for setting in ({"mask_type": "Blowhole"}, {"masks_split": "all"}):
-        with pytest.raises(ValueError, match="mask_type and masks_split pick the masks of masks=DATASET"):
+    for setting in ({"mask_type": "Blowhole"}, {"masks_split": "all"}, {"masks_options": {"seed": 1}}):
+        with pytest.raises(ValueError, match="mask_type, masks_split and masks_options pick the masks of"):
             DiffusionDefect(model=str(tmp_path), **setting)
     with pytest.raises(ValueError, match="a ddpm model takes no prompt"):
         DiffusionDefect(model=str(tmp_path), prompt="sks defect")

@@ -20,8 +20,8 @@ from inout_aug.data.masks import RealMasks
 BACKENDS = ("ddpm", "sd")
 MODES = ("inpaint", "txt2img")
 #: Settings of live generation (model=) and of bank entries (bank=): each means nothing with the other.
-_LIVE_ONLY = ("backend", "mode", "masks", "mask_type", "masks_split", "prompt", "negative_prompt", "lora",
-              "lora_scale", "steps", "guidance", "scheduler", "device")
+_LIVE_ONLY = ("backend", "mode", "masks", "mask_type", "masks_split", "masks_options", "prompt", "negative_prompt",
+              "lora", "lora_scale", "steps", "guidance", "scheduler", "device")
 _BANK_ONLY = ("fit",)
 
 
@@ -39,8 +39,9 @@ class DiffusionDefect(Augmenter):
       outside the mask unchanged); ``backend="sd"`` runs a Stable Diffusion checkpoint (optionally with
       ``lora``, merged at ``lora_scale``) in ``mode="inpaint"`` (an inpainting checkpoint, as DIAG) or
       ``mode="txt2img"`` (the paper: a whole new image, weak label). Inpainting masks are real defect masks
-      from ``masks`` (a dataset: its ``masks_split``, by default the training split, and only its defects of
-      ``mask_type`` when given; or a folder of mask images),
+      from ``masks`` (a dataset: its ``masks_split``, by default the training split as the layout's
+      ``masks_options`` (test_fraction, seed, fold) make it, and only its defects of ``mask_type`` when given; or a
+      folder of mask images),
       turned, scaled and placed at random, or MemSeg's Perlin regions when ``masks`` is None. A ddpm model of
       kind "inpaint" (v2, one class per defect type) paints defects of ``mask_type``; without it, each defect
       of the type of the real defect whose mask it fills (masks from a dataset, a type the model knows), else
@@ -71,6 +72,7 @@ class DiffusionDefect(Augmenter):
         masks: str | None = None,
         mask_type: str | None = None,
         masks_split: str | None = None,
+        masks_options: dict[str, Any] | None = None,
         prompt: str | None = None,
         negative_prompt: str | None = None,
         lora: str | None = None,
@@ -91,7 +93,7 @@ class DiffusionDefect(Augmenter):
                 "Diffusion checkpoint with backend='sd')"
             )
         settings = {"backend": backend, "mode": mode, "masks": masks, "mask_type": mask_type,
-                    "masks_split": masks_split, "prompt": prompt,
+                    "masks_split": masks_split, "masks_options": masks_options, "prompt": prompt,
                     "negative_prompt": negative_prompt, "lora": lora, "lora_scale": lora_scale, "steps": steps,
                     "guidance": guidance, "scheduler": scheduler, "device": device, "fit": fit}
         meaningless = sorted(key for key in (_LIVE_ONLY if bank is not None else _BANK_ONLY)
@@ -100,9 +102,9 @@ class DiffusionDefect(Augmenter):
             which = "bank=" if bank is not None else "model="
             raise ValueError(f"DiffusionDefect: {', '.join(meaningless)} mean(s) nothing with {which}; "
                              f"{'they set live generation (model=)' if bank is not None else 'fit sets bank entries'}")
-        if (mask_type is not None or masks_split is not None) and masks is None:
-            raise ValueError("DiffusionDefect: mask_type and masks_split pick the masks of masks=DATASET; give masks "
-                             "too")
+        if (mask_type is not None or masks_split is not None or masks_options is not None) and masks is None:
+            raise ValueError("DiffusionDefect: mask_type, masks_split and masks_options pick the masks of "
+                             "masks=DATASET; give masks too")
         fit, backend, mode = fit or "resize", backend or "ddpm", mode or "inpaint"
         if fit not in ("resize", "crop"):
             raise ValueError(f"fit must be 'resize' or 'crop', got {fit!r}")
@@ -136,7 +138,8 @@ class DiffusionDefect(Augmenter):
         self.prompt, self.negative_prompt = prompt or "sks defect", negative_prompt
         self.steps, self.guidance, self.scheduler, self.device = steps, guidance, scheduler or "ddim", device
         self.bank = None if bank is None else Bank(bank)
-        self.masks = None if masks is None else RealMasks(masks, defect_type=mask_type, split=masks_split or "train")
+        self.masks = None if masks is None else RealMasks(masks, defect_type=mask_type, split=masks_split or "train",
+                                                          options=masks_options)
         self.model, self.hashes = None, {}
         if model is not None:
             self.model, self.hashes = _load_backend(backend, mode, Path(model), lora, lora_scale, device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -15,18 +16,19 @@ class RealMasks:
     """Real defect masks (from the defective images of a dataset's ``split``, only those of ``defect_type`` when
     given, or a folder of mask images), each drawn at random, flipped and turned by a multiple of 90 degrees,
     scaled by ``scale`` (a range) and placed at a random spot. The training split by default: defect shapes of
-    the test split would leak into the training data.
+    the test split would leak into the training data. ``options`` go to the dataset layout (e.g. the
+    ``test_fraction``, ``seed`` or ``fold`` the training run splits the data with: they decide the split).
 
     Masks are decoded once and kept cropped to their defect's bounding box; ``types`` holds each one's defect
     type (None for a folder of mask images).
     """
 
     def __init__(self, source: str | Path, scale: tuple[float, float] = (0.75, 1.25), defect_type: str | None = None,
-                 split: str = "train"):
+                 split: str = "train", options: dict[str, Any] | None = None):
         path = Path(source)
         self.source = path
         self.scale = (float(scale[0]), float(scale[1]))
-        cropped = [(_crop(mask), kind) for mask, kind in _load_masks(path, defect_type, split)]
+        cropped = [(_crop(mask), kind) for mask, kind in _load_masks(path, defect_type, split, options or {})]
         kept = [(shape, kind) for shape, kind in cropped if shape.numel()]
         if not kept:
             raise ValueError(f"no defect pixels in the masks of {path}: give a dataset with masked defects "
@@ -63,7 +65,8 @@ class RealMasks:
         return out, [self.types[k] for k in pick]
 
 
-def _load_masks(path: Path, defect_type: str | None, split: str) -> list[tuple[torch.Tensor, str | None]]:
+def _load_masks(path: Path, defect_type: str | None, split: str,
+                options: dict[str, Any]) -> list[tuple[torch.Tensor, str | None]]:
     """Defect masks with their defect types, from a dataset layout (the masks of the defective images of its
     ``split``) or from a folder of mask images (type None)."""
     if not path.exists():
@@ -71,10 +74,10 @@ def _load_masks(path: Path, defect_type: str | None, split: str) -> list[tuple[t
     try:
         layout = detect_layout(path)
     except LayoutError:
-        if defect_type is not None:
-            raise ValueError(f"a defect type ({defect_type!r}) needs a dataset; {path} is a plain folder") from None
+        if defect_type is not None or options:
+            raise ValueError(f"a defect type or dataset options need a dataset; {path} is a plain folder") from None
         return [(read_image(p).amax(0) >= 128, None) for p in list_images(path)]
-    dataset = open_dataset(path, layout, split)
+    dataset = open_dataset(path, layout, split, **options)
     records = [r for r in dataset.defects(defect_type) if r.mask is not None]
     if not records:
         raise ValueError(f"no masked defects{'' if defect_type is None else f' of type {defect_type!r}'} in the "
