@@ -125,6 +125,8 @@ def test_plan_runs_every_combination_and_says_why_some_cannot_run():
     once = plan(BenchConfig.preset("cpu", methods=("inout@.25", "inout@0.5"), in_ratios=(0.25, 0.5, 0.75),
                                    settings=("few",), seeds=(0,)))[0]
     assert [r.method for r in once] == ["inout@0.25", "inout@0.5", "inout@0.75"]  # each ratio runs once
+    with pytest.raises(ValueError, match=r"'inout@0.001': in_ratio 0.001 rounds to one side only"):
+        plan(BenchConfig.preset("cpu", in_ratios=(0.001,)))
     with pytest.raises(ValueError, match="method_params names 'memsge', not a registered augmenter"):
         plan(BenchConfig.preset("cpu", method_params={"memsge": {"threshold": 0.4}}))
     for method in ("inout+memseg@1.5", "inout@abc", "memseg@0.5"):  # refused when planned, not when its run starts

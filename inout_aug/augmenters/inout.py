@@ -15,6 +15,12 @@ SIDES = ("in", "out")
 MAX_BLOCK = 100
 
 
+def dealt_exactly(in_ratio: float) -> bool:
+    """Whether InOutMix can deal ``in_ratio`` without rounding it to one side only (0 or 1 when it is neither)."""
+    share = Fraction(float(in_ratio)).limit_denominator(MAX_BLOCK)
+    return share not in (0, 1) or share == float(in_ratio)
+
+
 class InOutMix(Augmenter):
     """In&Out: each chosen sample gets its defect from an in-distribution or an out-of-distribution augmenter.
 
@@ -66,7 +72,7 @@ class InOutMix(Augmenter):
                 raise ValueError(f"InOutMix: {', '.join(clash)} given both directly and in in_params; give it once")
             in_params = {**(in_params or {}), **source}
         share = Fraction(float(in_ratio)).limit_denominator(MAX_BLOCK)
-        if share in (0, 1) and share != float(in_ratio):
+        if not dealt_exactly(in_ratio):
             left_out, kept = ("in-distribution", "out-of-distribution") if share == 0 else \
                 ("out-of-distribution", "in-distribution")
             raise ValueError(

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from inout_aug.augmenters.inout import MAX_BLOCK, dealt_exactly
 from inout_aug.bench import metrics
 from inout_aug.bench.backbones import check_model
 from inout_aug.bench.classifier import create_classifier, predict, train_classifier
@@ -104,20 +105,25 @@ def methods_of(config: BenchConfig) -> list[str]:
                              f"{', '.join(list_augmenters())}")
         if at:
             try:
-                valid = base == "inout" and 0 <= float(ratio) <= 1
+                share = float(ratio)
+                valid = base == "inout" and 0 <= share <= 1
             except ValueError:
                 valid = False
             if not valid:
                 raise ValueError(f"{pattern!r}: @r sets InOutMix's in_ratio, a number in [0, 1]: inout@0.25 or "
                                  "inout+X@0.25")
-        if at:
-            pattern = f"{mixer}@{float(ratio):g}"  # inout@.5 and inout@0.5 are one method
+            pattern = f"{mixer}@{share:g}"  # inout@.5 and inout@0.5 are one method
         found = [pattern] if pattern in PLAIN or in_side or at else list_augmenters(pattern)
         if not found:
             raise ValueError(f"no registered augmenter matches {pattern!r}; registered: "
                              f"{', '.join(list_augmenters())} (see `inout-aug list`)")
         names += [n for n in found if n not in names]
-    return names + [name for name in (f"inout@{r:g}" for r in config.in_ratios) if name not in names]
+    names += [name for name in (f"inout@{r:g}" for r in config.in_ratios) if name not in names]
+    for name in names:  # a share InOutMix would round to one side only: refused now, not when its run starts
+        if "@" in name and not dealt_exactly(float(name.partition("@")[2])):
+            raise ValueError(f"{name!r}: in_ratio {name.partition('@')[2]} rounds to one side only (InOutMix deals "
+                             f"sides in blocks of at most {MAX_BLOCK}): give 0, 1, or a share from 1/{MAX_BLOCK}")
+    return names
 
 
 def skip_reason(method: str, setting: str, config: BenchConfig) -> str | None:
