@@ -495,6 +495,10 @@ def test_bench_diffusion_trains_on_the_runs_own_defects(folder_data, tmp_path, m
     assert len(list((bank / "masks").glob("*.png"))) == 2  # the masks of the 2 shots, no other defect's
     shots = json.loads((bank / "settings.json").read_text())["defects"]  # named within the data's folder
     assert len(shots) == 2 and all(name.startswith("defect/d") for name in shots)
+    typo = _bench(folder_data, tmp_path / "typo", "--methods", "diffusion", "--settings", "few",
+                  "--set", "ddpm_overrides={'stepz': 3}")
+    assert typo.exit_code == 1 and "unknown ddpm setting stepz" in typo.output
+    assert not (tmp_path / "typo" / "banks").exists()  # refused before any ddpm trained
     other = _bench(folder_data, tmp_path, "--methods", "diffusion", "--settings", "few",
                    "--set", "ddpm_overrides={'steps': 3}")
     assert other.exit_code != 0 and "holds a ddpm model made with other settings" in other.output

@@ -177,6 +177,11 @@ class Benchmark:
                              "whose test images include defects" + (", or no holdout" if config.holdout else ""))
         self.runs, self.skipped = plan(config)
         self._leave_out_runs_without_a_slot()
+        given = config.method_params.get("diffusion", {})
+        if any("diffusion" in run.sources for run in self.runs) and not {"bank", "model"} & set(given):
+            from inout_aug.models.ddpm import DDPMConfig
+
+            DDPMConfig.preset(config.ddpm_preset, **config.ddpm_overrides)  # its errors now, not when a ddpm trains
 
     def _leave_out_runs_without_a_slot(self) -> None:
         """Move augmenter runs whose training set has no slot for a made defect (the real defects fill the positive
