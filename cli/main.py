@@ -23,6 +23,7 @@ from inout_aug.core.io import write_png
 from inout_aug.core.settings import SettingsError, parse_pairs
 from inout_aug.data.bank import Bank
 from inout_aug.data.layouts import LAYOUTS, format_summary, open_dataset
+from inout_aug.data.manifest import read_manifest
 from inout_aug.tools.export import FORMATS, export
 from inout_aug.tools.generate import (
     ON_ERROR,
@@ -446,13 +447,14 @@ def _check_demo_folder(out: Path, normal: Path, augmenter: str, n: int, seed: in
     if run_file.is_file():
         try:
             previous = json.loads(run_file.read_text(encoding="utf-8"))
-            made = (previous["augmenter"], previous["sources"]["count"], previous["seed"])
+            made = (previous["augmenter"], previous["sources"]["count"], previous["seed"], previous["input"])
         except (ValueError, UnicodeDecodeError, KeyError, TypeError):  # not a run.json that generate wrote
-            made = None
-        if made is None:
-            raise GenerationError(f"{out} holds a {RUN_FILE} that is not a demo run's: give another --out")
-        if made != (augmenter, n, seed):
-            raise GenerationError(f"{out} holds a demo run of -a {made[0]} -n {made[1]} --seed {made[2]}: run the "
-                                  "demo with those settings to resume it, or give another --out")
+            raise GenerationError(f"{out} holds a {RUN_FILE} that generate did not write: give another --out") from None
+        if read_manifest(out):  # (a run that made nothing yet begins again, as generate's does)
+            if made[3] != os.path.abspath(normal):
+                raise GenerationError(f"{out} holds a generate run that is not a demo's: give another --out")
+            if made[:3] != (augmenter, n, seed):
+                raise GenerationError(f"{out} holds a demo run of -a {made[0]} -n {made[1]} --seed {made[2]}: run "
+                                      "the demo with those settings to resume it, or give another --out")
     elif out.is_dir() and any(p != normal and not p.name.startswith(".lock") for p in out.iterdir()):
         raise GenerationError(f"--out {out} already holds files but no demo run: give a new or empty folder")

@@ -298,6 +298,12 @@ def test_demo_refuses_another_run_before_writing_anything(tmp_path):
     (used / "notes.txt").write_text("mine")
     result = run("demo", "--out", str(used), "-n", "2")
     assert "already holds files but no demo run" in result.output and sorted(used.iterdir()) == [used / "notes.txt"]
+    mine = tmp_path / "mine"  # a user's generate run that happens to match the demo's settings
+    assert run("generate", "-a", "memseg", "-i", str(out / "normal"), "-o", str(mine), "-n", "2").exit_code == 0
+    result = run("demo", "--out", str(mine), "-n", "2")
+    assert result.exit_code == 1 and "holds a generate run that is not a demo's" in result.output
+    (out / "manifest.jsonl").unlink()  # as if the demo run had failed before its first output
+    assert run("demo", "--out", str(out), "-n", "3", "--seed", "1").exit_code == 0  # it begins again
 
 
 def test_generate_on_real_magnetic_tiles(magnetic_tile, tmp_path):

@@ -171,7 +171,8 @@ class GenerationJob:
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
                 raise GenerationError(f"{run_file} is corrupt ({exc}); delete it or use another --out") from exc
-            if not read_manifest(self.out) and not self._others_at_work():
+            ours = {"augmenter", "sources"} <= previous.keys()  # as _generate_folders tells generate's run.json
+            if ours and not read_manifest(self.out) and not self._others_at_work():
                 previous = settings  # a run that failed before its first output, and no shard of it is running
             if previous.get("sources") != settings["sources"] and self.sources != self._every_source:
                 # A run begun when other generate folders below the input were still read keeps its inputs.
