@@ -237,6 +237,19 @@ def test_stratified_split_keeps_order_and_every_record(tmp_path):
     assert train == sorted(train, key=records.index) and test == sorted(test, key=records.index)
 
 
+def test_with_one_image_per_group_the_split_is_the_per_image_shuffle_it_was(tmp_path):
+    import random
+
+    records = MagneticTile(make_magnetic_tile(tmp_path)).records  # every image its own group
+    for fraction, seed in ((0.3, 3), (0.25, 1234)):
+        rng, chosen = random.Random(seed), set()  # the split before groups were kept whole
+        for kind in sorted({r.defect_type for r in records}):
+            members = [i for i, r in enumerate(records) if r.defect_type == kind]
+            rng.shuffle(members)
+            chosen.update(members[:round(len(members) * fraction)])
+        assert stratified_split(records, fraction, seed)[1] == [r for i, r in enumerate(records) if i in chosen]
+
+
 def test_folder_without_masks_marks_defects_unmasked(tmp_path):
     dataset = FolderLayout(make_folder(tmp_path))
     assert len(dataset) == 7 and dataset.labels.count(1) == 3
