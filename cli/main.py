@@ -61,14 +61,18 @@ def _one_line_errors(command: Callable) -> Callable:
             except click.ClickException:
                 raise
             except Exception as exc:
-                if os.environ.get("INOUT_AUG_DEBUG") or not _on_purpose(exc):
+                plugin = _plugin_in_traceback(exc)
+                plugins_message = plugin is not None and isinstance(exc, USER_ERRORS) and \
+                    raised_on_purpose(exc) and _plugin_in_traceback(exc, deepest_only=True) == plugin
+                if os.environ.get("INOUT_AUG_DEBUG") or not (_on_purpose(exc) or plugins_message):
                     if not os.environ.get("INOUT_AUG_DEBUG"):
                         traceback.print_exc()
-                        plugin = _plugin_in_traceback(exc)
                         click.echo(BUG_NOTE if plugin is None else PLUGIN_BUG_NOTE.format(plugin=plugin), err=True)
                         sys.exit(1)
                     raise
                 message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+                if plugins_message:  # raised on purpose in the plugin's own code: its message, and whose it is
+                    message = f"{message} (from the plugin {plugin!r})"
                 raise click.ClickException(" ".join(str(message).split())) from None
 
     return run
@@ -82,8 +86,9 @@ def _on_purpose(exc: BaseException) -> bool:
     return isinstance(exc, USER_ERRORS) and raised_on_purpose(exc, OWN_CODE)
 
 
-def _plugin_in_traceback(exc: BaseException) -> str | None:
-    """The distribution of the plugin whose code raised ``exc`` (the deepest plugin frame), or None."""
+def _plugin_in_traceback(exc: BaseException, deepest_only: bool = False) -> str | None:
+    """The distribution of the plugin whose code raised ``exc`` (the deepest plugin frame; with ``deepest_only``,
+    only when the deepest frame of all is the plugin's), or None."""
     code = {}  # a plugin package's folder (ending in a separator) or a single-module plugin's file -> distribution
     try:
         loaded = registry.entries()
@@ -94,7 +99,8 @@ def _plugin_in_traceback(exc: BaseException) -> str | None:
         if found.source != registry.OWN_DISTRIBUTION and getattr(module, "__file__", None):
             package = hasattr(module, "__path__")
             code[str(Path(module.__file__).parent) + os.sep if package else module.__file__] = found.source
-    for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    for frame, _ in reversed(frames[-1:] if deepest_only else frames):
         filename = frame.f_code.co_filename
         for where, source in code.items():
             if filename == where or (where.endswith(os.sep) and filename.startswith(where)):

@@ -138,6 +138,8 @@ FAULTY_MODULE = """
                 raise ValueError("radius must be positive")
 
         def make_params(self, image):
+            if image.shape[-1] < 8:
+                raise ValueError(f"ring needs images 8 pixels wide or more, got {image.shape[-1]}")
             return {}
 
         def transform(self, image, params):

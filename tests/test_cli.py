@@ -73,6 +73,11 @@ def test_a_plugins_mistakes_are_blamed_on_the_plugin(faulty_site, normals, tmp_p
     assert result.exit_code == 1 and "KeyError: 'no such key'" in result.output
     assert "raised in the code of the plugin 'fake-faulty': please report it to that plugin's authors" in result.output
     assert "bug in inout-aug" not in result.output
+    narrow = tmp_path / "narrow"
+    write_png(gradient_image(h=8, w=4), narrow / "n.png")
+    result = run("generate", "-a", "ring", "-i", str(narrow), "-o", str(tmp_path / "d"))
+    assert result.exit_code == 1 and result.output.splitlines()[-1] == \
+        "Error: ring needs images 8 pixels wide or more, got 4 (from the plugin 'fake-faulty')"
 
 
 def test_list_names_a_plugins_own_class_even_when_it_shares_a_builtin_name(faulty_site):
