@@ -189,10 +189,11 @@ class Benchmark:
         ``none``."""
         share = self.config.positive_fraction
         for setting in sorted({run.setting for run in self.runs}):
-            counts = TrainingSet(self.data.train, setting, shots=self.config.shots, positive_fraction=share,
-                                 flip_real=self.config.flip_real).counts()
-            if not counts["real"] or round(share * counts["normal"] / (1 - share)) > counts["real"]:
+            plain = TrainingSet(self.data.train, setting, shots=self.config.shots, positive_fraction=share,
+                                flip_real=self.config.flip_real)
+            if plain.slots or not plain.real:
                 continue
+            counts = plain.counts()
             reason = NO_SLOT.format(share=counts["real"] / (counts["real"] + counts["normal"]), wanted=share)
             for run in [r for r in self.runs if r.setting == setting and r.method not in PLAIN]:
                 self.runs.remove(run)

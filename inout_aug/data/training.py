@@ -109,11 +109,12 @@ class TrainingSet(Dataset):
         items = [Item(r, "normal") for r in normals] + [Item(r, "real", f) for r in self.real for f in flips]
         positives = len(items) - len(normals)
         wanted = round(self.positive_fraction * len(normals) / (1 - self.positive_fraction))
-        fill = max(0, wanted - positives)
+        #: Positive slots beyond the real defects: made defects (augmenter), copies (oversample), or none left empty.
+        self.slots = max(0, wanted - positives)
         if augmenter is not None:
-            items += [Item(r, "augmented") for r in self._cycle(normals, fill, "bases")]
+            items += [Item(r, "augmented") for r in self._cycle(normals, self.slots, "bases")]
         elif self.oversample:
-            items += [Item(r, "copy") for r in self._cycle(self.real, fill, "copies")]
+            items += [Item(r, "copy") for r in self._cycle(self.real, self.slots, "copies")]
         self.items = items
 
     def _cycle(self, records: list[Record], count: int, name: str) -> list[Record]:
