@@ -32,6 +32,7 @@ from inout_aug.tools.generate import (
     GenerationJob,
     normal_images,
     outside_runs,
+    written_by_generate,
 )
 from inout_aug.tools.preview import preview_folder
 from inout_aug.tools.surfaces import make_surfaces
@@ -453,13 +454,16 @@ def _check_demo_folder(out: Path, normal: Path, augmenter: str, n: int, seed: in
     if run_file.is_file():
         try:
             previous = json.loads(run_file.read_text(encoding="utf-8"))
-            made = (previous["augmenter"], previous["sources"]["count"], previous["seed"], previous["input"])
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError):  # not a run.json that generate wrote
-            raise GenerationError(f"{out} holds a {RUN_FILE} that generate did not write: give another --out") from None
+        except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+            previous = None
+        if not written_by_generate(previous):
+            raise GenerationError(f"{out} holds a {RUN_FILE} that generate did not write: give another --out")
         if read_manifest(out):  # (a run that made nothing yet begins again, as generate's does)
-            if made[3] != os.path.abspath(normal):
+            if previous.get("input") != os.path.abspath(normal):
                 raise GenerationError(f"{out} holds a generate run that is not a demo's: give another --out")
-            if made[:3] != (augmenter, n, seed):
+            count = previous["sources"].get("count") if isinstance(previous["sources"], dict) else None
+            made = (previous["augmenter"], count, previous.get("seed"))
+            if made != (augmenter, n, seed):
                 raise GenerationError(f"{out} holds a demo run of -a {made[0]} -n {made[1]} --seed {made[2]}: run "
                                       "the demo with those settings to resume it, or give another --out")
     elif out.is_dir() and any(p != normal and not p.name.startswith(".lock") for p in out.iterdir()):

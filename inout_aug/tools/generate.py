@@ -171,8 +171,7 @@ class GenerationJob:
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
                 raise GenerationError(f"{run_file} is corrupt ({exc}); delete it or use another --out") from exc
-            ours = {"augmenter", "sources"} <= previous.keys()  # as _generate_folders tells generate's run.json
-            if ours and not read_manifest(self.out) and not self._others_at_work():
+            if written_by_generate(previous) and not read_manifest(self.out) and not self._others_at_work():
                 previous = settings  # a run that failed before its first output, and no shard of it is running
             if previous.get("sources") != settings["sources"] and self.sources != self._every_source:
                 # A run begun when other generate folders below the input were still read keeps its inputs.
@@ -329,9 +328,14 @@ def _generate_folders(root: Path, skip: tuple[Path, ...]) -> list[Path]:
             settings = json.loads(run_file.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):  # another tool's file of that name
             continue
-        if isinstance(settings, dict) and {"augmenter", "sources"} <= settings.keys():
+        if written_by_generate(settings):
             found.append(run_file.parent)
     return found
+
+
+def written_by_generate(settings: Any) -> bool:
+    """Whether ``settings``, a parsed ``run.json``, is one that generate wrote (not another tool's of that name)."""
+    return isinstance(settings, dict) and {"augmenter", "sources"} <= settings.keys()
 
 
 def _read_source(path: Path) -> torch.Tensor:
