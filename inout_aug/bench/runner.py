@@ -393,8 +393,7 @@ class Benchmark:
         if made > self.config.bank_size:
             raise ValueError(f"{folder / 'bank'} holds {made} defects from an earlier sweep, more than bank_size="
                              f"{self.config.bank_size}: give bank_size={made} or more, or another --out")
-        params = {"model": _bank_path(folder, "ddpm", "model"), "backend": "ddpm",
-                  "masks": _bank_path(folder, "masks", "masks"),
+        params = {**_bank_paths(folder, {"model": "ddpm", "masks": "masks"}), "backend": "ddpm",
                   "steps": self.config.diffusion_steps}
         with GenerationJob("diffusion", train.root, folder / "bank", n=self.config.bank_size,
                            seed=mix_seed(seed, "bank"), params=params,
@@ -405,17 +404,22 @@ class Benchmark:
         return folder / "bank"
 
 
-def _bank_path(folder: Path, name: str, key: str) -> str:
-    """The path of ``folder/name`` for the parameter ``key`` of a bank's run.json: absolute, so that a sweep
-    resumes with --out spelled another way, or as an earlier sweep recorded it (relative, before paths were made
-    absolute) where that still names the same folder, so that its bank resumes too."""
-    path = Path(os.path.abspath(folder / name))
+def _bank_paths(folder: Path, names: dict[str, str]) -> dict[str, str]:
+    """The paths of ``folder/name`` for the parameters ``names`` ({parameter: name}) of a bank's run.json: absolute,
+    so that a sweep resumes with --out spelled another way, or as an earlier sweep recorded them (relative, before
+    paths were made absolute) where they still name the same folders, so that its bank resumes too."""
     try:
-        recorded = Path(json.loads((folder / "bank" / "run.json").read_text(encoding="utf-8"))["params"][key])
+        recorded = json.loads((folder / "bank" / "run.json").read_text(encoding="utf-8"))["params"]
     except (OSError, ValueError, KeyError, TypeError):  # no bank yet, or not one this code can read
-        return str(path)
-    same = path.exists() and recorded.exists() and os.path.samefile(recorded, path)
-    return str(recorded) if same and not recorded.is_absolute() else str(path)
+        recorded = {}
+    paths = {}
+    for key, name in names.items():
+        path = Path(os.path.abspath(folder / name))
+        before = recorded.get(key) if isinstance(recorded, dict) else None
+        same = isinstance(before, str) and not Path(before).is_absolute() and path.exists() \
+            and Path(before).exists() and os.path.samefile(before, path)
+        paths[key] = before if same else str(path)
+    return paths
 
 
 def fold_benchmarks(config: BenchConfig, data: str | Path, out: str | Path,
