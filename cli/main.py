@@ -62,9 +62,10 @@ def _one_line_errors(command: Callable) -> Callable:
             except click.ClickException:
                 raise
             except Exception as exc:
-                plugin = _plugin_in_traceback(exc)
-                plugins_message = plugin is not None and isinstance(exc, USER_ERRORS) and \
-                    raised_on_purpose(exc) and _plugin_in_traceback(exc, deepest_only=True) == plugin
+                frames = _plugin_frames(exc)
+                plugin = next((source for source in reversed(frames) if source is not None), None)
+                plugins_message = bool(frames) and frames[-1] is not None and isinstance(exc, USER_ERRORS) and \
+                    raised_on_purpose(exc)
                 if os.environ.get("INOUT_AUG_DEBUG") or not (_on_purpose(exc) or plugins_message):
                     if not os.environ.get("INOUT_AUG_DEBUG"):
                         traceback.print_exc()
@@ -87,26 +88,25 @@ def _on_purpose(exc: BaseException) -> bool:
     return isinstance(exc, USER_ERRORS) and raised_on_purpose(exc, OWN_CODE)
 
 
-def _plugin_in_traceback(exc: BaseException, deepest_only: bool = False) -> str | None:
-    """The distribution of the plugin whose code raised ``exc`` (the deepest plugin frame; with ``deepest_only``,
-    only when the deepest frame of all is the plugin's), or None."""
+def _plugin_frames(exc: BaseException) -> list[str | None]:
+    """For each frame of ``exc``'s traceback, outermost first, the distribution of the plugin whose code it runs, or
+    None (inout-aug's, a library's, or no plugin to name when the registry itself failed)."""
     code = {}  # a plugin package's folder (ending in a separator) or a single-module plugin's file -> distribution
     try:
         loaded = registry.entries()
     except Exception:  # the registry itself failed: no plugin to name
-        return None
+        loaded = []
     for found in loaded:
         module = sys.modules.get(found.cls.__module__.split(".")[0]) if found.cls is not None else None
         if found.source != registry.OWN_DISTRIBUTION and getattr(module, "__file__", None):
             package = hasattr(module, "__path__")
             code[str(Path(module.__file__).parent) + os.sep if package else module.__file__] = found.source
-    frames = list(traceback.walk_tb(exc.__traceback__))
-    for frame, _ in reversed(frames[-1:] if deepest_only else frames):
-        filename = frame.f_code.co_filename
-        for where, source in code.items():
-            if filename == where or (where.endswith(os.sep) and filename.startswith(where)):
-                return source
-    return None
+
+    def owner(filename: str) -> str | None:
+        return next((source for where, source in code.items()
+                     if filename == where or (where.endswith(os.sep) and filename.startswith(where))), None)
+
+    return [owner(frame.f_code.co_filename) for frame, _ in traceback.walk_tb(exc.__traceback__)]
 
 
 def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
